@@ -1,0 +1,5 @@
+"""The inference log: migrated schema, append-only hash-chained records, writer, reader, verifier."""
+
+from importlib.metadata import version
+
+__version__ = version("payband-audit")
