@@ -1,0 +1,137 @@
+"""The workspace's shape: every member laid out alike, depending only on what it imports.
+
+These tests keep the architecture's rules true as the packages grow: dependencies between
+packages point one way, and each member runs with nothing but its declared dependencies.
+"""
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = ["contracts", "data", "training", "serving", "gateway", "audit", "monitoring"]
+MEMBERS = [*SERVICES, "testing"]
+
+# Which payband packages each member may import (ARCHITECTURE.md, "Layout").
+ALLOWED_PAYBAND_IMPORTS = {
+    "contracts": set(),
+    "data": {"contracts"},
+    "training": {"contracts"},
+    "serving": {"contracts"},
+    "audit": {"contracts"},
+    "gateway": {"contracts", "audit"},
+    "monitoring": {"contracts", "audit"},
+    "testing": set(),
+}
+
+
+def pyproject(path: Path) -> dict:
+    return tomllib.loads((path / "pyproject.toml").read_text())
+
+
+def normalized(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def requirement_name(requirement: str) -> str:
+    return normalized(re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0])
+
+
+def imported_modules(source_dir: Path) -> set[str]:
+    """Top-level modules a package imports, including ones located with find_spec("...")."""
+    found: set[str] = set()
+    for path in source_dir.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+            elif (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", None)) == "find_spec"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                found.add(str(node.args[0].value).split(".")[0])
+    return found
+
+
+def test_workspace_members_are_the_architecture_packages():
+    root = pyproject(ROOT)
+    assert root["tool"]["uv"]["workspace"]["members"] == ["packages/*"]
+    found = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
+    assert found == sorted(MEMBERS)
+    assert set(root["project"]["dependencies"]) >= {f"payband-{name}" for name in SERVICES}
+    assert root["project"]["requires-python"] == ">=3.11,<3.13"
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_member_layout(name: str):
+    package = ROOT / "packages" / name
+    project = pyproject(package)["project"]
+    assert project["name"] == f"payband-{name}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", project["version"])
+    assert project["requires-python"] == ">=3.11,<3.13"
+    assert f"payband-{name}" in (package / "README.md").read_text()
+    assert (package / "src" / f"payband_{name}" / "__init__.py").is_file()
+    assert (package / "tests").is_dir()
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_member_imports_only_what_it_declares(name: str):
+    package = ROOT / "packages" / name
+    declared = {requirement_name(r) for r in pyproject(package)["project"]["dependencies"]}
+    modules = imported_modules(package / "src") - set(sys.stdlib_module_names)
+    distributions = packages_distributions()
+    own = f"payband_{name}"
+
+    payband_imports = {m.removeprefix("payband_") for m in modules if m.startswith("payband_")}
+    payband_imports.discard(name)
+    assert payband_imports <= ALLOWED_PAYBAND_IMPORTS[name], "imports another service's code"
+
+    used: set[str] = set()
+    for module in modules - {own}:
+        providers = {normalized(d) for d in distributions.get(module, [module])}
+        assert providers & declared, f"{own} imports {module} without declaring it"
+        used |= providers & declared
+    assert declared == used, f"declared but never imported: {sorted(declared - used)}"
+
+
+def uv_executable() -> str:
+    found = os.environ.get("UV") or shutil.which("uv")
+    assert found, "uv is needed for this test (set UV or put uv on PATH)"
+    return found
+
+
+@pytest.mark.parametrize("name", MEMBERS)
+def test_member_runs_with_only_its_own_dependencies(name: str):
+    # A throwaway environment with just this member and its locked dependencies.
+    result = subprocess.run(
+        [
+            uv_executable(),
+            "run",
+            "--isolated",
+            "--no-dev",
+            "--frozen",
+            "--package",
+            f"payband-{name}",
+            "python",
+            "-c",
+            f"import payband_{name} as m; print(m.__version__)",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == pyproject(ROOT / "packages" / name)["project"]["version"]
