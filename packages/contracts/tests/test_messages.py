@@ -77,7 +77,7 @@ def test_fastapi_style_prefix_is_dropped():
 def test_example_prediction_is_valid():
     prediction = Prediction.model_validate(EXAMPLE_PREDICTION)
     assert prediction.band.label == ">50K"
-    assert [c.feature for c in prediction.explanation.contributions][0] == "marital_status"
+    assert prediction.explanation.contributions[0].feature == "marital_status"
 
 
 def _broken(mutate) -> dict:

@@ -5,7 +5,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import pytest
 from pydantic import Field
 from typer.testing import CliRunner
 

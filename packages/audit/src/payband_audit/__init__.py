@@ -1,4 +1,4 @@
-"""The inference log: migrated schema, append-only hash-chained records, writer, reader, verifier."""
+"""The inference log: migrated schema, append-only hash-chained records, writer and verifier."""
 
 from importlib.metadata import version
 

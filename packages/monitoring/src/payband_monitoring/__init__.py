@@ -1,4 +1,4 @@
-"""Post-deployment monitoring: NannyML drift and performance, fairness over time, Prometheus metrics."""
+"""Post-deployment monitoring: NannyML drift and performance, fairness, Prometheus metrics."""
 
 import os
 from importlib.metadata import version
