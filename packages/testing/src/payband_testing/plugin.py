@@ -1,0 +1,111 @@
+"""pytest plugin (entry point ``pytest11: payband``): shared fixtures for every payband package.
+
+Loaded automatically wherever ``payband-testing`` is installed; tests just name the fixtures.
+Servers start only when a test asks for them.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from payband_testing.postgres import EmbeddedPostgres, PostgresConnectionInfo
+from payband_testing.s3 import MotoS3Server, S3Bucket, S3Endpoint, delete_bucket
+
+__all__ = [
+    "postgres_database",
+    "postgres_module_database",
+    "postgres_server",
+    "s3_bucket",
+    "s3_endpoint",
+]
+
+
+def _unique_name(node_name: str, *, max_length: int, separator: str) -> str:
+    """A readable unique identifier: the test's name, shortened, plus random hex."""
+    stem = re.sub(r"[^a-z0-9]+", separator, node_name.lower()).strip(separator)
+    suffix = uuid.uuid4().hex[:10]
+    return f"{stem[: max_length - len(suffix) - 1]}{separator}{suffix}".lstrip(separator)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[EmbeddedPostgres]:
+    """A real PostgreSQL 18 server on 127.0.0.1, one per test session (``EmbeddedPostgres``).
+
+    Fields: ``info`` (connection info of the ``postgres`` database), ``port``, ``data_dir``,
+    ``create_database(name)``, ``drop_database(name)``, ``stop_server()``/``start_server()``.
+    Runs without fsync; as ``nobody`` when the tests run as root. Stopped and removed at the
+    end of the session, whether tests pass or fail.
+    """
+    server = EmbeddedPostgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _database(server: EmbeddedPostgres, node_name: str) -> Iterator[PostgresConnectionInfo]:
+    # PostgreSQL truncates identifiers at 63 bytes; stay below so the name is used as given.
+    name = _unique_name(node_name, max_length=63, separator="_")
+    info = server.create_database(name)
+    try:
+        yield info
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture
+def postgres_database(
+    request: pytest.FixtureRequest, postgres_server: EmbeddedPostgres
+) -> Iterator[PostgresConnectionInfo]:
+    """A fresh, empty database for this test only, dropped afterwards.
+
+    A ``PostgresConnectionInfo``: ``host``, ``port``, ``user``, ``database``, ``url``
+    (SQLAlchemy, ``postgresql+psycopg://...``), ``dsn`` (libpq), ``connect()`` (psycopg).
+    """
+    yield from _database(postgres_server, request.node.name)
+
+
+@pytest.fixture(scope="module")
+def postgres_module_database(
+    request: pytest.FixtureRequest, postgres_server: EmbeddedPostgres
+) -> Iterator[PostgresConnectionInfo]:
+    """Like ``postgres_database``, but shared by all tests of one module, dropped after it."""
+    yield from _database(postgres_server, request.node.name)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    """An S3 endpoint on 127.0.0.1 (moto), one per test session.
+
+    An ``S3Endpoint``: ``url``, ``region``, ``access_key_id``, ``secret_access_key``,
+    ``client()`` (boto3, ignores ~/.aws and AWS_* variables) and ``env()`` (AWS_* and
+    MLFLOW_S3_ENDPOINT_URL variables for other tools).
+    """
+    server = MotoS3Server()
+    endpoint = server.start()
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(request: pytest.FixtureRequest, s3_endpoint: S3Endpoint) -> Iterator[S3Bucket]:
+    """A fresh, uniquely named bucket for this test, emptied and deleted afterwards.
+
+    An ``S3Bucket``: ``name``, ``endpoint`` (the ``S3Endpoint``) and ``uri`` (``s3://name``).
+    """
+    # Bucket names: 3-63 characters, lower-case letters, digits and hyphens.
+    name = _unique_name(request.node.name, max_length=63, separator="-")
+    client = s3_endpoint.client()
+    client.create_bucket(Bucket=name)
+    try:
+        yield S3Bucket(name=name, endpoint=s3_endpoint)
+    finally:
+        delete_bucket(client, name)
+        client.close()
