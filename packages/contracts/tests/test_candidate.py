@@ -115,3 +115,19 @@ def test_display_in_words():
     assert FEATURE_CATALOGUE["hours_per_week"].display(40) == "40 hours per week"
     with pytest.raises(ValueError, match="one of: female, male"):
         FEATURE_CATALOGUE["sex"].display("other")
+
+
+def test_invalid_json_is_a_clear_error():
+    with pytest.raises(ValidationError) as caught:
+        Candidate.model_validate_json('{"age": 38,')
+    [error] = validation_error_body(caught.value, Candidate).errors
+    assert error.rule == "valid JSON"
+    assert error.field == "(body)"
+
+
+def test_json_numbers_must_be_integers():
+    payload = '{"candidate": ' + Candidate.model_validate(EXAMPLE_CANDIDATE).model_dump_json()
+    with pytest.raises(ValidationError) as caught:
+        PredictionRequest.model_validate_json(payload.replace('"age":38', '"age":38.5') + "}")
+    [error] = validation_error_body(caught.value, PredictionRequest).errors
+    assert (error.field, error.rule) == ("candidate.age", "integer")
