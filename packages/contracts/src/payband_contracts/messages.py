@@ -26,6 +26,16 @@ from payband_contracts.settings import DEFAULT_MAX_BATCH_SIZE, get_settings
 
 PROBABILITY_TOLERANCE = 1e-6
 
+# Per feature: allowed values (None for numbers) and the numeric range, looked up per value.
+_FEATURE_RULES: dict[str, tuple[frozenset[str] | None, float, float]] = {
+    spec.name: (
+        frozenset(spec.values) if spec.categories is not None else None,
+        spec.minimum if spec.minimum is not None else -math.inf,
+        spec.maximum if spec.maximum is not None else math.inf,
+    )
+    for spec in FEATURE_CATALOGUE.features
+}
+
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 BandIndex = Annotated[int, Field(ge=0, strict=True, description="Index of a salary band.")]
 
@@ -92,14 +102,16 @@ class FeatureContribution(ContractModel):
 
     @model_validator(mode="after")
     def _value_is_valid_for_feature(self) -> FeatureContribution:
-        spec = FEATURE_CATALOGUE[self.feature]
-        if spec.categories is not None:
-            if self.value not in spec.values:
-                raise ValueError(f"value of {self.feature} must be {spec.rule}")
-        elif not isinstance(self.value, int) or not (
-            (spec.minimum or 0) <= self.value <= (spec.maximum or math.inf)
-        ):
-            raise ValueError(f"value of {self.feature} must be an {spec.rule}")
+        allowed, low, high = _FEATURE_RULES[self.feature]
+        if allowed is not None:
+            if self.value not in allowed:
+                raise ValueError(
+                    f"value of {self.feature} must be {FEATURE_CATALOGUE[self.feature].rule}"
+                )
+        elif type(self.value) is not int or not low <= self.value <= high:
+            raise ValueError(
+                f"value of {self.feature} must be an {FEATURE_CATALOGUE[self.feature].rule}"
+            )
         return self
 
 

@@ -1,0 +1,218 @@
+"""payband-audit: migrate, verify, purge and export the audit log."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import psycopg
+import typer
+
+from payband_audit import __version__
+from payband_audit.db import connect, require_migrated
+from payband_audit.errors import AuditError
+from payband_audit.migrate import current_revision, downgrade, upgrade
+from payband_audit.purge import purge_expired
+from payband_audit.reader import AuditReader
+from payband_audit.settings import AuditSettings, check_retention
+from payband_audit.verify import verify_chain
+
+app = typer.Typer(
+    help="The audit log of payband: migrate, verify, purge and export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Database URL [default: $PAYBAND_AUDIT_DATABASE_URL].",
+        show_default=False,
+    ),
+]
+RoleOption = Annotated[
+    str | None,
+    typer.Option("--role", help="Role to act as after connecting [default: $PAYBAND_AUDIT_ROLE]."),
+]
+
+T = TypeVar("T")
+
+
+def _settings() -> AuditSettings:
+    try:
+        return AuditSettings()
+    except ValueError as error:
+        _fail(f"invalid PAYBAND_AUDIT_* setting: {error}".splitlines()[0])
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _errors_in_one_line() -> Iterator[None]:
+    try:
+        yield
+    except AuditError as error:
+        _fail(str(error))
+    except psycopg.Error as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        _fail(detail)
+
+
+def _url(url: str | None) -> str:
+    return url or _settings().database_url
+
+
+def _run(action: Callable[[], T]) -> T:
+    with _errors_in_one_line():
+        return action()
+    raise AssertionError("unreachable")
+
+
+@app.command()
+def migrate(
+    url: UrlOption = None,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the audit schema to the latest revision (or --revision)."""
+    database_url = _url(url)
+    _run(lambda: upgrade(database_url, revision))
+    typer.echo(f"audit schema at revision {_run(lambda: current_revision(database_url))}")
+
+
+@app.command("downgrade")
+def downgrade_command(
+    revision: Annotated[str, typer.Argument(help='Target revision; "base" removes the schema.')],
+    url: UrlOption = None,
+) -> None:
+    """Migrate the audit schema down to a revision."""
+    database_url = _url(url)
+    _run(lambda: downgrade(database_url, revision))
+    typer.echo(f"audit schema at revision {_run(lambda: current_revision(database_url))}")
+
+
+@app.command()
+def verify(url: UrlOption = None, role: RoleOption = None) -> None:
+    """Walk the hash chain: "ok N records", or exit 1 naming the first broken record."""
+    settings = _settings()
+
+    def check() -> str:
+        with connect(_url(url), role=role or settings.role) as conn:
+            require_migrated(conn)
+            return str(verify_chain(conn))
+
+    result = _run(check)
+    typer.echo(result)
+    if not result.startswith("ok"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def purge(
+    url: UrlOption = None,
+    role: RoleOption = None,
+    retention_days: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep this many days (at least 180) [default: $PAYBAND_AUDIT_RETENTION_DAYS]."
+        ),
+    ] = None,
+) -> None:
+    """Delete records older than the retention period, keeping the chain verifiable."""
+    settings = _settings()
+    days = retention_days if retention_days is not None else settings.retention_days
+    try:
+        check_retention(days)
+    except ValueError as error:
+        _fail(str(error))
+
+    def run() -> str:
+        with connect(_url(url), role=role or settings.role) as conn:
+            require_migrated(conn)
+            result = purge_expired(conn, days)
+        return (
+            f"purge {result.purge_id}: deleted {result.total} records received before "
+            f"{result.cutoff.isoformat(timespec='seconds')}; the chain now starts at seq "
+            f"{result.first_kept_seq}"
+        )
+
+    typer.echo(_run(run))
+
+
+class ExportFormat(enum.StrEnum):
+    parquet = "parquet"
+    csv = "csv"
+
+
+@app.command()
+def export(
+    output: Annotated[Path, typer.Argument(help="File to write.", dir_okay=False)],
+    url: UrlOption = None,
+    role: RoleOption = None,
+    file_format: Annotated[
+        ExportFormat | None,
+        typer.Option("--format", help="parquet or csv [default: from the file name]."),
+    ] = None,
+    since: Annotated[
+        datetime | None, typer.Option(help="Received at or after (UTC if no zone).")
+    ] = None,
+    until: Annotated[
+        datetime | None, typer.Option(help="Received before (UTC if no zone).")
+    ] = None,
+    model_name: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    model_version: Annotated[str | None, typer.Option(help="Only this model version.")] = None,
+) -> None:
+    """Export answered predictions (inputs, band, probabilities, outcome) for monitoring."""
+    settings = _settings()
+    chosen = file_format or (ExportFormat.csv if output.suffix == ".csv" else ExportFormat.parquet)
+
+    def run() -> int:
+        with AuditReader(_url(url), settings=settings, role=role or settings.role) as reader:
+            frame = reader.dataframe(
+                start=_utc(since),
+                end=_utc(until),
+                model_name=model_name,
+                model_version=model_version,
+            )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if chosen is ExportFormat.csv:
+            frame.to_csv(output, index=False)
+        else:
+            frame.to_parquet(output, index=False)
+        return len(frame)
+
+    rows = _run(run)
+    typer.echo(f"exported {rows} predictions to {output} ({chosen.value})")
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"payband-audit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """The audit log of payband: migrate, verify, purge and export."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,56 @@
+"""Alembic migrations of the audit schema, run from code (`payband-audit migrate`)."""
+
+from __future__ import annotations
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, pool
+from sqlalchemy.exc import DBAPIError
+
+from payband_audit.db import describe, to_conninfo, to_sqlalchemy_url
+from payband_audit.errors import AuditUnavailable
+
+VERSION_TABLE = "payband_audit_alembic_version"
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", "payband_audit:migrations")
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def _unavailable(database_url: str, error: DBAPIError) -> AuditUnavailable:
+    detail = str(error.orig).strip().splitlines()[-1] if error.orig else str(error)
+    where = describe(to_conninfo(database_url))
+    return AuditUnavailable(f"cannot migrate the audit database at {where}: {detail}")
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    """Migrate the audit schema up to `revision` (default: the latest)."""
+    try:
+        command.upgrade(alembic_config(database_url), revision)
+    except DBAPIError as error:
+        raise _unavailable(database_url, error) from None
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    """Migrate the audit schema down to `revision` ("base" removes it)."""
+    try:
+        command.downgrade(alembic_config(database_url), revision)
+    except DBAPIError as error:
+        raise _unavailable(database_url, error) from None
+
+
+def current_revision(database_url: str) -> str | None:
+    """The revision the database is at, or None when it was never migrated."""
+    engine = create_engine(to_sqlalchemy_url(database_url), poolclass=pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+            return context.get_current_revision()
+    except DBAPIError as error:
+        raise _unavailable(database_url, error) from None
+    finally:
+        engine.dispose()

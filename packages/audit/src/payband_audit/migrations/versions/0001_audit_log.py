@@ -1,0 +1,262 @@
+"""The audit log: record tables, append-only triggers, the hash chain head, purge, roles.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-27
+"""
+
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+RECORD_TABLES = (
+    "prediction_requests",
+    "prediction_responses",
+    "prediction_errors",
+    "outcomes",
+    "reviews",
+)
+ROLES = ("payband_audit_writer", "payband_audit_reader", "payband_audit_purger")
+
+TABLES = """
+CREATE SCHEMA audit;
+
+-- The end of the hash chain: the writer locks this row, so records are chained one at a time
+-- in commit order, also across processes.
+CREATE TABLE audit.chain_head (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    seq bigint NOT NULL,
+    record_hash char(64) NOT NULL
+);
+INSERT INTO audit.chain_head VALUES (true, 0, repeat('0', 64));
+
+CREATE TABLE audit.prediction_requests (
+    seq bigint NOT NULL UNIQUE,
+    prediction_id uuid PRIMARY KEY,
+    received_at timestamptz NOT NULL,
+    caller text NOT NULL,
+    request_id text,
+    model_name text,
+    model_version text,
+    candidate json,
+    raw_request text,
+    prev_hash char(64) NOT NULL,
+    record_hash char(64) NOT NULL
+);
+CREATE INDEX prediction_requests_received_at ON audit.prediction_requests (received_at);
+CREATE INDEX prediction_requests_model
+    ON audit.prediction_requests (model_name, model_version, received_at);
+
+CREATE TABLE audit.prediction_responses (
+    seq bigint NOT NULL UNIQUE,
+    prediction_id uuid PRIMARY KEY
+        REFERENCES audit.prediction_requests DEFERRABLE INITIALLY DEFERRED,
+    recorded_at timestamptz NOT NULL,
+    band_index integer NOT NULL,
+    band json NOT NULL,
+    probabilities json NOT NULL,
+    explanation json NOT NULL,
+    prev_hash char(64) NOT NULL,
+    record_hash char(64) NOT NULL
+);
+
+CREATE TABLE audit.prediction_errors (
+    seq bigint NOT NULL UNIQUE,
+    prediction_id uuid PRIMARY KEY
+        REFERENCES audit.prediction_requests DEFERRABLE INITIALLY DEFERRED,
+    recorded_at timestamptz NOT NULL,
+    status_code integer NOT NULL CHECK (status_code BETWEEN 400 AND 599),
+    error json NOT NULL,
+    upstream_body text,
+    prev_hash char(64) NOT NULL,
+    record_hash char(64) NOT NULL
+);
+
+CREATE TABLE audit.outcomes (
+    seq bigint NOT NULL UNIQUE,
+    prediction_id uuid PRIMARY KEY
+        REFERENCES audit.prediction_requests DEFERRABLE INITIALLY DEFERRED,
+    recorded_at timestamptz NOT NULL,
+    recorded_by text NOT NULL,
+    band_index integer NOT NULL CHECK (band_index >= 0),
+    observed_at timestamptz,
+    source text,
+    prev_hash char(64) NOT NULL,
+    record_hash char(64) NOT NULL
+);
+
+CREATE TABLE audit.reviews (
+    seq bigint NOT NULL UNIQUE,
+    review_id uuid PRIMARY KEY,
+    prediction_id uuid NOT NULL
+        REFERENCES audit.prediction_requests DEFERRABLE INITIALLY DEFERRED,
+    recorded_at timestamptz NOT NULL,
+    reviewer text NOT NULL,
+    decision text NOT NULL CHECK (decision IN ('confirm', 'override')),
+    band_index integer CHECK (band_index >= 0),
+    reason text,
+    prev_hash char(64) NOT NULL,
+    record_hash char(64) NOT NULL
+);
+CREATE INDEX reviews_prediction_id ON audit.reviews (prediction_id);
+
+-- Payloads are `json`, not `jsonb`: the stored text is exactly the text that was hashed.
+
+-- Purges are chained among themselves; each anchors where the record chain now starts.
+CREATE TABLE audit.purges (
+    purge_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    purged_at timestamptz NOT NULL,
+    details jsonb NOT NULL,
+    prev_hash char(64) NOT NULL,
+    record_hash char(64) NOT NULL
+);
+
+-- Per prediction: the span of its records in the chain and its latest activity.
+CREATE VIEW audit.prediction_activity AS
+SELECT prediction_id, min(seq) AS first_seq, max(seq) AS last_seq, max(at) AS last_at
+FROM (
+    SELECT prediction_id, seq, received_at AS at FROM audit.prediction_requests
+    UNION ALL SELECT prediction_id, seq, recorded_at FROM audit.prediction_responses
+    UNION ALL SELECT prediction_id, seq, recorded_at FROM audit.prediction_errors
+    UNION ALL SELECT prediction_id, seq, recorded_at FROM audit.outcomes
+    UNION ALL SELECT prediction_id, seq, recorded_at FROM audit.reviews
+) AS entries
+GROUP BY prediction_id;
+"""
+
+APPEND_ONLY = """
+CREATE FUNCTION audit.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- The one exception: audit.purge_expired() deleting expired records.
+    IF TG_OP = 'DELETE' AND TG_TABLE_NAME <> 'purges'
+       AND current_setting('payband_audit.purging', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'audit records are append-only: % on %.% is refused',
+        TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$;
+"""
+
+PURGE = """
+CREATE FUNCTION audit.purge_expired(retention_days integer)
+RETURNS TABLE (purge_id bigint, cutoff timestamptz, first_kept_seq bigint, deleted jsonb)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_cutoff timestamptz;
+    v_head_seq bigint;
+    v_head_hash text;
+    v_keep bigint;
+    v_straddle bigint;
+    v_anchor text;
+    v_prev text;
+    v_details jsonb;
+    v_deleted jsonb := '{}'::jsonb;
+    v_count bigint;
+    v_table text;
+BEGIN
+    IF retention_days IS NULL OR retention_days < 180 THEN
+        RAISE EXCEPTION 'retention of % days is shorter than the minimum of 180 days',
+            retention_days USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- Writers wait while the chain's prefix is cut.
+    SELECT h.seq, h.record_hash INTO v_head_seq, v_head_hash
+    FROM audit.chain_head AS h FOR UPDATE;
+    v_cutoff := v_now - make_interval(days => retention_days);
+
+    -- Cut the chain before the first record of any prediction still within retention, and
+    -- never through the records of one prediction: what remains is an unbroken chain.
+    SELECT coalesce(min(a.first_seq), v_head_seq + 1) INTO v_keep
+    FROM audit.prediction_activity AS a WHERE a.last_at >= v_cutoff;
+    LOOP
+        SELECT min(a.first_seq) INTO v_straddle FROM audit.prediction_activity AS a
+        WHERE a.first_seq < v_keep AND a.last_seq >= v_keep;
+        EXIT WHEN v_straddle IS NULL;
+        v_keep := v_straddle;
+    END LOOP;
+
+    SELECT r.prev_hash INTO v_anchor FROM audit.prediction_requests AS r WHERE r.seq = v_keep;
+    IF NOT FOUND THEN
+        v_anchor := v_head_hash;
+    END IF;
+
+    PERFORM set_config('payband_audit.purging', 'on', true);
+    FOREACH v_table IN ARRAY ARRAY['reviews', 'outcomes', 'prediction_errors',
+                                   'prediction_responses', 'prediction_requests'] LOOP
+        EXECUTE format('DELETE FROM audit.%I WHERE seq < $1', v_table) USING v_keep;
+        GET DIAGNOSTICS v_count = ROW_COUNT;
+        v_deleted := v_deleted || jsonb_build_object(v_table, v_count);
+    END LOOP;
+    PERFORM set_config('payband_audit.purging', 'off', true);
+
+    SELECT p.record_hash INTO v_prev FROM audit.purges AS p ORDER BY p.purge_id DESC LIMIT 1;
+    IF NOT FOUND THEN
+        v_prev := repeat('0', 64);
+    END IF;
+    v_details := jsonb_build_object(
+        'purged_at', v_now, 'purged_by', session_user, 'retention_days', retention_days,
+        'cutoff', v_cutoff, 'first_kept_seq', v_keep, 'anchor_hash', v_anchor,
+        'deleted', v_deleted);
+    RETURN QUERY
+    INSERT INTO audit.purges AS p (purged_at, details, prev_hash, record_hash)
+    VALUES (v_now, v_details, v_prev,
+            encode(sha256(convert_to(v_prev || v_details::text, 'UTF8')), 'hex'))
+    RETURNING p.purge_id, v_cutoff, v_keep, v_deleted;
+END;
+$$;
+"""
+
+CREATE_ROLES = """
+DO $$
+DECLARE
+    name text;
+BEGIN
+    FOREACH name IN ARRAY ARRAY['payband_audit_writer', 'payband_audit_reader',
+                                'payband_audit_purger'] LOOP
+        -- Roles belong to the whole cluster: another payband database may have made them.
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = name) THEN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', name);
+        END IF;
+    END LOOP;
+END;
+$$;
+"""
+
+GRANTS = """
+GRANT USAGE ON SCHEMA audit TO payband_audit_writer, payband_audit_reader, payband_audit_purger;
+GRANT INSERT ON audit.prediction_requests, audit.prediction_responses, audit.prediction_errors,
+    audit.outcomes, audit.reviews TO payband_audit_writer;
+GRANT SELECT (prediction_id) ON audit.prediction_requests, audit.outcomes TO payband_audit_writer;
+GRANT SELECT, UPDATE ON audit.chain_head TO payband_audit_writer;
+GRANT SELECT ON ALL TABLES IN SCHEMA audit TO payband_audit_reader;
+REVOKE ALL ON FUNCTION audit.purge_expired(integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION audit.purge_expired(integer) TO payband_audit_purger;
+"""
+
+
+def upgrade() -> None:
+    op.execute(TABLES)
+    op.execute(APPEND_ONLY)
+    for table in (*RECORD_TABLES, "purges"):
+        op.execute(
+            f"CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON audit.{table} "
+            "FOR EACH ROW EXECUTE FUNCTION audit.refuse_change()"
+        )
+        op.execute(
+            f"CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON audit.{table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change()"
+        )
+    op.execute(PURGE)
+    op.execute(CREATE_ROLES)
+    op.execute(GRANTS)
+
+
+def downgrade() -> None:
+    # Privileges go with the objects; the roles stay, as other databases may use them.
+    op.execute("DROP SCHEMA audit CASCADE")

@@ -1,0 +1,494 @@
+"""AuditWriter: group-committed, hash-chained audit records for services.
+
+Every call waits until its records are durably committed, and raises AuditUnavailable quickly
+when they cannot be (database down, queue full, timeout): a service must not answer a request
+whose record it could not keep. Concurrent calls are batched into one transaction (group
+commit) by one background task, which locks the chain head so that records are chained in
+commit order, also across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Self
+from uuid import UUID, uuid4
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from payband_audit.chain import (
+    ERROR,
+    KINDS,
+    OUTCOME,
+    REQUEST,
+    RESPONSE,
+    REVIEW,
+    RecordKind,
+    chain_hash,
+    content_of,
+)
+from payband_audit.db import describe, to_conninfo
+from payband_audit.errors import (
+    AuditConfigError,
+    AuditError,
+    AuditRejected,
+    AuditUnavailable,
+    DuplicatePrediction,
+    OutcomeAlreadyRecorded,
+    UnknownPrediction,
+)
+from payband_audit.settings import AuditSettings
+from payband_contracts import Candidate, ErrorBody, ModelRef, Outcome, Prediction, Review
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictionRequestRecord:
+    """What came in: one prediction request as the gateway received it."""
+
+    prediction_id: UUID
+    received_at: datetime
+    caller: str
+    request_id: str | None = None
+    candidate: Candidate | None = None
+    model: ModelRef | None = None
+    raw_request: str | None = None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof of a committed write: the chain position and hash of its last record."""
+
+    seq: int
+    record_hash: str
+
+
+@dataclass(frozen=True)
+class _Entry:
+    kind: RecordKind
+    values: tuple[Any, ...]
+    content: str
+
+
+@dataclass
+class _Submission:
+    entries: list[_Entry]
+    future: asyncio.Future[Receipt]
+    new_prediction: UUID | None = None
+    requires_prediction: UUID | None = None
+    outcome_for: UUID | None = None
+    rows: list[tuple[RecordKind, tuple[Any, ...]]] = field(default_factory=list)
+
+    def fail(self, error: AuditError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+def _entry(kind: RecordKind, values: Sequence[Any]) -> _Entry:
+    values = tuple(values)
+    try:
+        return _Entry(kind, values, content_of(kind, values))
+    except (TypeError, ValueError) as error:
+        raise AuditRejected(f"cannot record this {kind.table} entry: {error}") from None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    return isinstance(
+        error,
+        psycopg.OperationalError | psycopg.InterfaceError | OSError | TimeoutError,
+    ) and not isinstance(error, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable)
+
+
+class AuditWriter:
+    """Writes audit records for a service; use as `async with AuditWriter(url) as writer:`."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        settings: AuditSettings | None = None,
+        role: str | None = None,
+    ) -> None:
+        self.settings = settings or AuditSettings()
+        self._conninfo = to_conninfo(database_url or self.settings.database_url)
+        self._role = role if role is not None else self.settings.role
+        self._queue: asyncio.Queue[_Submission] = asyncio.Queue(self.settings.queue_size)
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._unavailable: str | None = "not started"
+        self._closed = False
+        self._worker: asyncio.Task[None] | None = None
+        self._reconnector: asyncio.Task[None] | None = None
+
+    @property
+    def available(self) -> bool:
+        """Whether writes are being accepted (the database was reachable at the last try)."""
+        return self._unavailable is None and not self._closed
+
+    @property
+    def unavailable_reason(self) -> str | None:
+        return None if self.available else (self._unavailable or "closed")
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def start(self) -> Self:
+        """Connect and start the background committer.
+
+        A database that cannot be reached now is retried in the background (writes fail fast
+        meanwhile); one that is reachable but not migrated is an AuditConfigError.
+        """
+        try:
+            self._conn = await self._connect()
+            self._unavailable = None
+        except AuditUnavailable as error:
+            self._mark_unavailable(str(error))
+        self._worker = asyncio.create_task(self._commit_loop(), name="audit-writer")
+        return self
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop; later writes raise AuditUnavailable."""
+        self._closed = True
+        if self._worker is not None:
+            if self.available:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drained(), self.settings.write_timeout_s)
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        if self._reconnector is not None:
+            self._reconnector.cancel()
+            await asyncio.gather(self._reconnector, return_exceptions=True)
+        self._fail_queued(AuditUnavailable("the audit writer is closed"))
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def record_prediction(
+        self, request: PredictionRequestRecord, prediction: Prediction
+    ) -> Receipt:
+        """Record a request and the prediction answered to it, in one transaction."""
+        if prediction.id != request.prediction_id:
+            raise AuditRejected(
+                f"prediction {prediction.id} does not answer request {request.prediction_id}"
+            )
+        response = _entry(
+            RESPONSE,
+            (
+                prediction.id,
+                prediction.created_at,
+                prediction.band.index,
+                prediction.band.model_dump_json(),
+                "[" + ",".join(p.model_dump_json() for p in prediction.probabilities) + "]",
+                prediction.explanation.model_dump_json(),
+            ),
+        )
+        return await self._submit(
+            [self._request_entry(request), response], new_prediction=request.prediction_id
+        )
+
+    async def record_error(
+        self,
+        request: PredictionRequestRecord,
+        status_code: int,
+        error: ErrorBody,
+        *,
+        upstream_body: str | None = None,
+        recorded_at: datetime | None = None,
+    ) -> Receipt:
+        """Record a request that was answered with an error, in one transaction."""
+        if not 400 <= status_code <= 599:
+            raise AuditRejected(f"status code {status_code} is not an error (400-599)")
+        failure = _entry(
+            ERROR,
+            (
+                request.prediction_id,
+                recorded_at or _now(),
+                status_code,
+                error.model_dump_json(),
+                upstream_body,
+            ),
+        )
+        return await self._submit(
+            [self._request_entry(request), failure], new_prediction=request.prediction_id
+        )
+
+    async def record_outcome(
+        self,
+        prediction_id: UUID,
+        outcome: Outcome,
+        *,
+        recorded_by: str,
+        recorded_at: datetime | None = None,
+    ) -> Receipt:
+        """Record the true band of a prediction; OutcomeAlreadyRecorded for a second one."""
+        entry = _entry(
+            OUTCOME,
+            (
+                prediction_id,
+                recorded_at or _now(),
+                recorded_by,
+                outcome.band,
+                outcome.observed_at,
+                outcome.source,
+            ),
+        )
+        return await self._submit(
+            [entry], requires_prediction=prediction_id, outcome_for=prediction_id
+        )
+
+    async def record_review(
+        self,
+        prediction_id: UUID,
+        review: Review,
+        *,
+        recorded_at: datetime | None = None,
+        review_id: UUID | None = None,
+    ) -> Receipt:
+        """Record a human oversight decision about a prediction."""
+        entry = _entry(
+            REVIEW,
+            (
+                review_id or uuid4(),
+                prediction_id,
+                recorded_at or _now(),
+                review.reviewer,
+                review.decision.value,
+                review.band,
+                review.reason,
+            ),
+        )
+        return await self._submit([entry], requires_prediction=prediction_id)
+
+    @staticmethod
+    def _request_entry(request: PredictionRequestRecord) -> _Entry:
+        return _entry(
+            REQUEST,
+            (
+                request.prediction_id,
+                request.received_at,
+                request.caller,
+                request.request_id,
+                request.model.name if request.model else None,
+                request.model.version if request.model else None,
+                request.candidate.model_dump_json() if request.candidate else None,
+                request.raw_request,
+            ),
+        )
+
+    async def _submit(self, entries: list[_Entry], **checks: UUID | None) -> Receipt:
+        if self._closed:
+            raise AuditUnavailable("the audit writer is closed")
+        if self._worker is None:
+            raise AuditUnavailable("the audit writer is not started")
+        if self._unavailable is not None:
+            raise AuditUnavailable(f"the audit log is unavailable: {self._unavailable}")
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Submission(entries, future, **checks))
+        except asyncio.QueueFull:
+            raise AuditUnavailable(
+                f"the audit queue is full ({self._queue.maxsize} records waiting)"
+            ) from None
+        try:
+            async with asyncio.timeout(self.settings.write_timeout_s):
+                return await future
+        except TimeoutError:
+            # The timeout cancelled the submission: not yet taken into a transaction, it never
+            # will be; already in one, it may still commit, leaving a record of a request that
+            # the caller then refuses to answer.
+            raise AuditUnavailable(
+                f"the audit record was not committed within {self.settings.write_timeout_s:g} s"
+            ) from None
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conninfo = make_conninfo(
+            self._conninfo,
+            connect_timeout=self.settings.connect_timeout_s,
+            # Durable commits whatever the server's default; a stuck statement ends in time.
+            options=(
+                "-c synchronous_commit=on "
+                f"-c statement_timeout={int(self.settings.write_timeout_s * 1000)}"
+            ),
+        )
+        try:
+            conn = await psycopg.AsyncConnection.connect(conninfo)
+            if self._role:
+                await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self._role)))
+            cursor = await conn.execute("SELECT to_regclass('audit.chain_head') IS NOT NULL")
+            migrated = await cursor.fetchone()
+            await conn.commit()
+        except psycopg.OperationalError as error:
+            message = str(error).strip().splitlines()[-1] if str(error).strip() else "no answer"
+            raise AuditUnavailable(
+                f"cannot connect to the audit database at {describe(self._conninfo)}: {message}"
+            ) from None
+        if not migrated or not migrated[0]:
+            await conn.close()
+            raise AuditConfigError(
+                f"the audit schema is not migrated in {describe(self._conninfo)}; "
+                "run `payband-audit migrate`"
+            )
+        return conn
+
+    def _mark_unavailable(self, reason: str) -> None:
+        if self._unavailable is None:
+            logger.warning("audit log unavailable: %s", reason)
+        self._unavailable = reason
+        self._fail_queued(AuditUnavailable(f"the audit log is unavailable: {reason}"))
+        if self._reconnector is None or self._reconnector.done():
+            self._reconnector = asyncio.create_task(self._reconnect(), name="audit-reconnect")
+
+    def _fail_queued(self, error: AuditError) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait().fail(error)
+
+    async def _reconnect(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.settings.retry_interval_s)
+            try:
+                conn = await self._connect()
+            except AuditError as error:
+                self._unavailable = str(error)
+                continue
+            old, self._conn = self._conn, conn
+            if old is not None:
+                await old.close()
+            self._unavailable = None
+            logger.info("audit log available again")
+            return
+
+    async def _drained(self) -> None:
+        while not self._queue.empty():
+            await asyncio.sleep(0.01)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.settings.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            batch = [submission for submission in batch if not submission.future.done()]
+            if batch:
+                await self._commit(batch)
+
+    async def _commit(self, batch: list[_Submission]) -> None:
+        if self._conn is None or self._unavailable is not None:
+            for submission in batch:
+                submission.fail(
+                    AuditUnavailable(f"the audit log is unavailable: {self._unavailable}")
+                )
+            return
+        try:
+            written = await self._write(self._conn, batch)
+        except Exception as error:
+            if _is_connection_error(error):
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+                for submission in batch:
+                    submission.fail(AuditUnavailable(f"the audit log is unavailable: {reason}"))
+                self._mark_unavailable(reason)
+                return
+            if not isinstance(error, psycopg.Error) or len(batch) == 1:
+                logger.exception("audit record refused")
+                for submission in batch:
+                    submission.fail(AuditRejected(f"the audit record was refused: {error}"))
+                return
+            # One bad record must not fail the others: commit each on its own.
+            for submission in batch:
+                await self._commit([submission])
+            return
+        for submission, receipt in written:
+            if not submission.future.done():
+                submission.future.set_result(receipt)
+
+    async def _write(
+        self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
+    ) -> list[tuple[_Submission, Receipt]]:
+        async with conn.transaction():
+            cursor = await conn.execute("SELECT seq, record_hash FROM audit.chain_head FOR UPDATE")
+            head = await cursor.fetchone()
+            assert head is not None, "audit.chain_head has no row"
+            accepted = await self._accepted(conn, batch)
+            seq, prev_hash = int(head[0]), str(head[1])
+            rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+            written = []
+            for submission in accepted:
+                for entry in submission.entries:
+                    seq += 1
+                    record_hash = chain_hash(prev_hash, entry.content)
+                    rows[entry.kind.table].append((seq, *entry.values, prev_hash, record_hash))
+                    prev_hash = record_hash
+                written.append((submission, Receipt(seq, prev_hash)))
+            async with conn.cursor() as copy_cursor:
+                for kind in KINDS:
+                    if rows[kind.table]:
+                        async with copy_cursor.copy(kind.copy_sql) as copy:
+                            for row in rows[kind.table]:
+                                await copy.write_row(row)
+            await conn.execute(
+                "UPDATE audit.chain_head SET seq = %s, record_hash = %s", (seq, prev_hash)
+            )
+        return written
+
+    async def _accepted(
+        self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
+    ) -> list[_Submission]:
+        """The submissions that can be written; the others fail with the reason."""
+        mentioned = {s.requires_prediction for s in batch} | {s.new_prediction for s in batch}
+        mentioned.discard(None)
+        known: set[UUID] = set()
+        with_outcome: set[UUID] = set()
+        if mentioned:
+            cursor = await conn.execute(
+                "SELECT prediction_id FROM audit.prediction_requests WHERE prediction_id = ANY(%s)",
+                (list(mentioned),),
+            )
+            known = {row[0] for row in await cursor.fetchall()}
+        outcome_ids = [s.outcome_for for s in batch if s.outcome_for is not None]
+        if outcome_ids:
+            cursor = await conn.execute(
+                "SELECT prediction_id FROM audit.outcomes WHERE prediction_id = ANY(%s)",
+                (outcome_ids,),
+            )
+            with_outcome = {row[0] for row in await cursor.fetchall()}
+        accepted = []
+        for submission in batch:
+            if submission.new_prediction is not None:
+                if submission.new_prediction in known:
+                    submission.fail(
+                        DuplicatePrediction(
+                            f"prediction {submission.new_prediction} is already recorded"
+                        )
+                    )
+                    continue
+                known.add(submission.new_prediction)
+            required = submission.requires_prediction
+            if required is not None and required not in known:
+                submission.fail(UnknownPrediction(f"prediction {required} is not in the audit log"))
+                continue
+            outcome_for = submission.outcome_for
+            if outcome_for is not None and outcome_for in with_outcome:
+                submission.fail(
+                    OutcomeAlreadyRecorded(f"prediction {outcome_for} already has its outcome")
+                )
+                continue
+            if outcome_for is not None:
+                with_outcome.add(outcome_for)
+            accepted.append(submission)
+        return accepted
