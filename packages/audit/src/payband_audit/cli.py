@@ -11,13 +11,12 @@ from typing import Annotated, TypeVar
 
 import psycopg
 import typer
+from pydantic import ValidationError
 
 from payband_audit import __version__
 from payband_audit.db import connect, require_migrated
 from payband_audit.errors import AuditError
-from payband_audit.migrate import current_revision, downgrade, upgrade
 from payband_audit.purge import purge_expired
-from payband_audit.reader import AuditReader
 from payband_audit.settings import AuditSettings, check_retention
 from payband_audit.verify import verify_chain
 
@@ -47,8 +46,12 @@ T = TypeVar("T")
 def _settings() -> AuditSettings:
     try:
         return AuditSettings()
-    except ValueError as error:
-        _fail(f"invalid PAYBAND_AUDIT_* setting: {error}".splitlines()[0])
+    except ValidationError as error:
+        problems = "; ".join(
+            f"PAYBAND_AUDIT_{str(e['loc'][0]).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in error.errors()
+        )
+        _fail(f"invalid setting: {problems}")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -83,6 +86,8 @@ def migrate(
     revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
 ) -> None:
     """Migrate the audit schema to the latest revision (or --revision)."""
+    from payband_audit.migrate import current_revision, upgrade  # Alembic: only when needed
+
     database_url = _url(url)
     _run(lambda: upgrade(database_url, revision))
     typer.echo(f"audit schema at revision {_run(lambda: current_revision(database_url))}")
@@ -94,6 +99,8 @@ def downgrade_command(
     url: UrlOption = None,
 ) -> None:
     """Migrate the audit schema down to a revision."""
+    from payband_audit.migrate import current_revision, downgrade
+
     database_url = _url(url)
     _run(lambda: downgrade(database_url, revision))
     typer.echo(f"audit schema at revision {_run(lambda: current_revision(database_url))}")
@@ -171,6 +178,8 @@ def export(
     model_version: Annotated[str | None, typer.Option(help="Only this model version.")] = None,
 ) -> None:
     """Export answered predictions (inputs, band, probabilities, outcome) for monitoring."""
+    from payband_audit.reader import AuditReader  # pandas: only when needed
+
     settings = _settings()
     chosen = file_format or (ExportFormat.csv if output.suffix == ".csv" else ExportFormat.parquet)
 
@@ -186,7 +195,10 @@ def export(
         if chosen is ExportFormat.csv:
             frame.to_csv(output, index=False)
         else:
-            frame.to_parquet(output, index=False)
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), output)
         return len(frame)
 
     rows = _run(run)

@@ -7,6 +7,7 @@ import re
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import tuple_row
 
 from payband_audit.errors import AuditConfigError, AuditUnavailable
 
@@ -64,7 +65,11 @@ def connect(
             f"cannot connect to the audit database at {describe(conninfo)}: {first_line}"
         ) from None
     if role:
-        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        try:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        except psycopg.Error as error:
+            conn.close()
+            raise AuditConfigError(f"cannot act as role {role!r}: {error}") from None
         if not autocommit:
             conn.commit()
     return conn
@@ -72,7 +77,8 @@ def connect(
 
 def require_migrated(conn: psycopg.Connection) -> None:
     """AuditConfigError with what to do when the audit schema is missing."""
-    row = conn.execute("SELECT to_regclass('audit.chain_head') IS NOT NULL").fetchone()
+    with conn.cursor(row_factory=tuple_row) as cursor:
+        row = cursor.execute("SELECT to_regclass('audit.chain_head') IS NOT NULL").fetchone()
     if not conn.autocommit:
         conn.commit()
     if not row or not row[0]:

@@ -6,10 +6,9 @@ import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
-import pandas as pd
 from psycopg.rows import dict_row
 
 from payband_audit.db import connect, require_migrated
@@ -24,6 +23,9 @@ from payband_contracts import (
     RecordedOutcome,
     RecordedReview,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RECORD_SQL = """
 SELECT r.prediction_id, r.received_at, r.caller, r.request_id, r.model_name, r.model_version,
@@ -166,8 +168,12 @@ class AuditReader:
             connect_timeout=settings.connect_timeout_s,
             autocommit=True,
         )
+        try:
+            require_migrated(self._conn)
+        except BaseException:
+            self._conn.close()
+            raise
         self._conn.row_factory = dict_row  # type: ignore[assignment]
-        require_migrated(self._conn)
 
     def close(self) -> None:
         self._conn.close()
@@ -242,6 +248,8 @@ class AuditReader:
         One row per prediction, oldest first; `probability_<i>` per band index; outcome columns
         are empty until the truth arrives.
         """
+        import pandas as pd  # imported here: the CLI's other commands start faster without it
+
         clauses, params = _filters(start, end, model_name, model_version)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._conn.execute(

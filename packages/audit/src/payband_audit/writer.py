@@ -330,16 +330,22 @@ class AuditWriter:
         )
         try:
             conn = await psycopg.AsyncConnection.connect(conninfo)
-            if self._role:
-                await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self._role)))
-            cursor = await conn.execute("SELECT to_regclass('audit.chain_head') IS NOT NULL")
-            migrated = await cursor.fetchone()
-            await conn.commit()
         except psycopg.OperationalError as error:
             message = str(error).strip().splitlines()[-1] if str(error).strip() else "no answer"
             raise AuditUnavailable(
                 f"cannot connect to the audit database at {describe(self._conninfo)}: {message}"
             ) from None
+        try:
+            if self._role:
+                await conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(self._role)))
+            cursor = await conn.execute("SELECT to_regclass('audit.chain_head') IS NOT NULL")
+            migrated = await cursor.fetchone()
+            await conn.commit()
+        except psycopg.Error as error:
+            await conn.close()
+            if _is_connection_error(error):
+                raise AuditUnavailable(f"the audit database went away: {error}") from None
+            raise AuditConfigError(f"cannot use the audit database: {error}") from None
         if not migrated or not migrated[0]:
             await conn.close()
             raise AuditConfigError(

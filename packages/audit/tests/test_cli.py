@@ -1,0 +1,132 @@
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from payband_audit.writer import AuditWriter
+
+CLI = str(Path(sys.executable).with_name("payband-audit"))
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], text: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert text in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_then_verify_empty_log(postgres_database):
+    result = run("migrate", "--url", postgres_database.url)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("audit schema at revision 0001")
+    result = run("verify", "--url", postgres_database.url)
+    assert (result.returncode, result.stdout.strip()) == (0, "ok 0 records")
+
+
+def test_url_from_the_environment(postgres_database):
+    env = {"PAYBAND_AUDIT_DATABASE_URL": postgres_database.url}
+    assert run("migrate", env=env).returncode == 0
+    result = run("verify", env=env)
+    assert result.stdout.strip() == "ok 0 records"
+
+
+@pytest.mark.parametrize("command", ["migrate", "verify", "purge"])
+def test_unreachable_database_is_one_line(command: str):
+    result = run(command, "--url", "postgresql://postgres@127.0.0.1:1/payband")
+    assert_one_line_error(result, "127.0.0.1:1/payband")
+
+
+def test_malformed_url_is_one_line():
+    result = run("verify", "--url", "postgresql://[broken")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["verify", "purge"])
+def test_unmigrated_database_is_one_line(postgres_database, command: str):
+    result = run(command, "--url", postgres_database.url)
+    assert_one_line_error(result, "not migrated")
+    assert "payband-audit migrate" in result.stderr
+
+
+def test_verify_names_the_broken_record(audit_db, make_record):
+    request, prediction = make_record()
+
+    async def write() -> None:
+        async with AuditWriter(audit_db.url) as writer:
+            await writer.record_prediction(request, prediction)
+
+    asyncio.run(write())
+    assert run("verify", "--url", audit_db.url).stdout.strip() == "ok 2 records"
+    with audit_db.connect() as conn:
+        conn.execute("ALTER TABLE audit.prediction_responses DISABLE TRIGGER append_only")
+        conn.execute("UPDATE audit.prediction_responses SET band_index = 0")
+        conn.commit()
+    result = run("verify", "--url", audit_db.url)
+    assert result.returncode == 1
+    assert result.stdout.strip() == (
+        f"broken: prediction_responses seq 2 (prediction_id {request.prediction_id}): "
+        "contents do not match its hash"
+    )
+
+
+def test_purge_refuses_short_retention(audit_db):
+    result = run("purge", "--url", audit_db.url, "--retention-days", "30")
+    assert_one_line_error(result, "retention of 30 days is shorter than the minimum of 180 days")
+    result = run(
+        "purge",
+        env={"PAYBAND_AUDIT_DATABASE_URL": audit_db.url, "PAYBAND_AUDIT_RETENTION_DAYS": "90"},
+    )
+    assert result.returncode == 2
+    assert "minimum of 180 days" in result.stderr
+
+
+def test_purge_as_the_purger_role(audit_db):
+    result = run("purge", "--url", audit_db.url, "--role", "payband_audit_purger")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("purge 1: deleted 0 records")
+
+
+@pytest.mark.parametrize(
+    ("name", "read"), [("log.parquet", pd.read_parquet), ("log.csv", pd.read_csv)]
+)
+def test_export(audit_db, make_record, tmp_path: Path, name: str, read):
+    async def write() -> None:
+        async with AuditWriter(audit_db.url) as writer:
+            for age in (30, 40, 50):
+                await writer.record_prediction(*make_record(age=age))
+
+    asyncio.run(write())
+    target = tmp_path / "out" / name
+    result = run("export", str(target), "--url", audit_db.url, "--model-version", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("exported 3 predictions")
+    frame = read(target)
+    assert sorted(frame["age"].tolist()) == [30, 40, 50]
+    assert set(frame["band_label"]) == {">50K"}
+    result = run("export", str(target), "--url", audit_db.url, "--model-version", "999")
+    assert result.stdout.strip().startswith("exported 0 predictions")
+
+
+def test_version():
+    result = run("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("payband-audit 0.1.0")
