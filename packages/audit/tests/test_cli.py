@@ -53,11 +53,41 @@ def test_unreachable_database_is_one_line(command: str):
     assert_one_line_error(result, "127.0.0.1:1/payband")
 
 
-def test_malformed_url_is_one_line():
-    result = run("verify", "--url", "postgresql://[broken")
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+@pytest.mark.parametrize("command", ["verify", "migrate"])
+def test_malformed_url_is_one_line_without_the_password(command: str):
+    result = run(command, "--url", "postgresql://u:s3cret@[broken/db")
+    assert_one_line_error(result, "invalid database URL")
+    assert "s3cret" not in result.stderr
+
+
+def test_unknown_revision_is_one_line(postgres_database):
+    result = run("migrate", "--url", postgres_database.url, "--revision", "nope")
+    assert_one_line_error(result, "nope")
+
+
+def test_export_to_an_unwritable_place_is_one_line(audit_db):
+    result = run("export", "/proc/payband/x.csv", "--url", audit_db.url)
+    assert_one_line_error(result, "/proc/payband")
+
+
+def test_database_with_other_date_style_and_isolation(audit_db, make_record, tmp_path: Path):
+    with audit_db.connect(autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE \"{audit_db.database}\" SET datestyle = 'SQL, DMY'")
+        conn.execute(
+            f'ALTER DATABASE "{audit_db.database}" '
+            "SET default_transaction_isolation = 'repeatable read'"
+        )
+
+    async def write() -> None:
+        async with AuditWriter(audit_db.url) as first, AuditWriter(audit_db.url) as second:
+            await asyncio.gather(
+                *((first, second)[i % 2].record_prediction(*make_record()) for i in range(40))
+            )
+
+    asyncio.run(write())
+    result = run("verify", "--url", audit_db.url)
+    assert result.stdout.strip() == "ok 80 records", result.stderr
+    assert run("export", str(tmp_path / "log.csv"), "--url", audit_db.url).returncode == 0
 
 
 @pytest.mark.parametrize("command", ["verify", "purge"])
@@ -102,7 +132,7 @@ def test_purge_refuses_short_retention(audit_db):
 def test_purge_as_the_purger_role(audit_db):
     result = run("purge", "--url", audit_db.url, "--role", "payband_audit_purger")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("purge 1: deleted 0 records")
+    assert result.stdout.startswith("purge 1: deleted 0 records of predictions last active")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from payband_audit.errors import AuditConfigError
 from payband_audit.migrate import current_revision, downgrade, upgrade
 from payband_testing.postgres import PostgresConnectionInfo
 
@@ -16,6 +17,7 @@ TABLES = {
     "outcomes",
     "reviews",
     "purges",
+    "purged_ranges",
 }
 
 
@@ -38,6 +40,26 @@ def test_upgrade_downgrade_upgrade(postgres_database: PostgresConnectionInfo):
     assert audit_tables(postgres_database) == set()
     upgrade(postgres_database.url)
     assert audit_tables(postgres_database) == TABLES
+
+
+def test_downgrade_refuses_to_drop_records(
+    audit_db: PostgresConnectionInfo, make_record, monkeypatch
+):
+    import asyncio
+
+    from payband_audit.writer import AuditWriter
+
+    async def write() -> None:
+        async with AuditWriter(audit_db.url) as writer:
+            await writer.record_prediction(*make_record())
+
+    asyncio.run(write())
+    with pytest.raises(AuditConfigError, match="refusing to drop an audit log that holds records"):
+        downgrade(audit_db.url, "base")
+    assert current_revision(audit_db.url) == "0001"
+    monkeypatch.setenv("PAYBAND_AUDIT_DOWNGRADE_DROPS_RECORDS", "yes")
+    downgrade(audit_db.url, "base")
+    assert current_revision(audit_db.url) is None
 
 
 def test_indexes_for_id_time_and_model_version(audit_db: PostgresConnectionInfo):

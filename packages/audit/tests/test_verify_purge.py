@@ -114,7 +114,7 @@ def test_purge_removes_only_older_records_and_chain_still_verifies(audit_db, mak
         "prediction_responses": 3,
         "prediction_requests": 3,
     }
-    assert result.first_kept_seq == 10
+    assert result.ranges == 1
     assert remaining(audit_db) == {r.prediction_id for r in requests[3:]}
     assert verify(audit_db) == "ok 6 records"
 
@@ -139,9 +139,9 @@ def test_purge_keeps_predictions_with_recent_activity(audit_db, make_record):
     assert verify(audit_db) == "ok 4 records"
 
 
-def test_purge_never_splits_a_prediction(audit_db, make_record):
-    # A's outcome (expired) was recorded after C's request; C is still in use. Cutting the
-    # chain before C would orphan A's outcome, so nothing of A or C may go.
+def test_purge_takes_expired_predictions_out_of_the_middle(audit_db, make_record):
+    # A's outcome (expired) was recorded after C's request; C is still in use. A goes, C
+    # stays, and the chain verifies across the two gaps A leaves.
     async def scenario() -> list:
         async with AuditWriter(audit_db.url) as writer:
             a, a_prediction = make_record(at=NOW - timedelta(days=400))
@@ -157,13 +157,70 @@ def test_purge_never_splits_a_prediction(audit_db, make_record):
             await writer.record_outcome(c.prediction_id, Outcome(band=1), recorded_by="hr")
             return [a, c]
 
-    a, c = asyncio.run(scenario())
+    _, c = asyncio.run(scenario())
     with audit_db.connect() as conn:
         result = purge_expired(conn, 180)
-    assert result.total == 0
-    assert result.first_kept_seq == 1
-    assert remaining(audit_db) == {a.prediction_id, c.prediction_id}
-    assert verify(audit_db) == "ok 6 records"
+    assert result.total == 3
+    assert result.ranges == 2
+    assert remaining(audit_db) == {c.prediction_id}
+    assert verify(audit_db) == "ok 3 records"
+    with audit_db.connect() as conn:
+        gaps = conn.execute("SELECT first_seq, last_seq FROM audit.purged_ranges").fetchall()
+    assert sorted(gaps) == [(1, 2), (5, 5)]
+
+
+def test_purge_of_the_newest_records_keeps_the_head_verifiable(audit_db, make_record):
+    write(audit_db, make_record, [400, 300])
+    with audit_db.connect() as conn:
+        assert purge_expired(conn, 180).total == 6
+    assert verify(audit_db) == "ok 0 records"
+    write(audit_db, make_record, [1])
+    assert verify(audit_db) == "ok 3 records"
+
+
+def test_a_forged_gap_is_noticed(audit_db, make_record):
+    write(audit_db, make_record, [400, 1])
+    with audit_db.connect() as conn:
+        purge_expired(conn, 180)
+        # Hide a deletion of the recent prediction's outcome behind a made-up gap.
+        conn.execute("ALTER TABLE audit.outcomes DISABLE TRIGGER append_only")
+        conn.execute("DELETE FROM audit.outcomes")
+        conn.execute(
+            "INSERT INTO audit.purged_ranges SELECT 6, 6, record_hash, 1 FROM audit.chain_head"
+        )
+        conn.commit()
+    assert verify(audit_db) == "broken: purge 1: its list of purged seqs was altered"
+
+
+def test_writer_role_cannot_rewind_the_head(audit_db, make_record):
+    write(audit_db, make_record, [1])
+    with audit_db.connect() as conn:
+        conn.execute("SET ROLE payband_audit_writer")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only moves forward"):
+            conn.execute("UPDATE audit.chain_head SET seq = 1")
+        conn.rollback()
+        conn.execute("SET ROLE payband_audit_writer")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="only moves forward"):
+            conn.execute("UPDATE audit.chain_head SET seq = 99, record_hash = repeat('a', 64)")
+    assert verify(audit_db) == "ok 3 records"
+
+
+def test_purge_while_writers_write(audit_db, make_record):
+    write(audit_db, make_record, [400, 300, 200])
+
+    async def scenario() -> int:
+        async with AuditWriter(audit_db.url) as writer:
+            writes = [writer.record_prediction(*make_record()) for _ in range(100)]
+            purge = asyncio.to_thread(run_purge)
+            results = await asyncio.gather(*writes, purge)
+            return results[-1]
+
+    def run_purge() -> int:
+        with audit_db.connect() as conn:
+            return purge_expired(conn, 180).total
+
+    assert asyncio.run(scenario()) == 9
+    assert verify(audit_db) == "ok 200 records"
 
 
 def test_tampered_purge_record_is_named(audit_db, make_record):

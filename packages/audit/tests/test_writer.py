@@ -1,9 +1,12 @@
 import asyncio
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 
 from payband_audit.errors import (
     AuditConfigError,
@@ -16,8 +19,8 @@ from payband_audit.errors import (
 from payband_audit.migrate import upgrade
 from payband_audit.settings import AuditSettings
 from payband_audit.verify import verify_chain
-from payband_audit.writer import AuditWriter
-from payband_contracts import ErrorBody, Outcome, Review
+from payband_audit.writer import AuditWriter, PredictionRequestRecord
+from payband_contracts import ErrorBody, ModelRef, Outcome, Review
 from payband_testing.postgres import EmbeddedPostgres, PostgresConnectionInfo
 
 
@@ -52,19 +55,134 @@ def test_200_concurrent_writes_are_each_committed_once(audit_db, make_record):
     assert verify(audit_db) == "ok 400 records"
 
 
-def test_concurrent_writers_in_two_processes_keep_one_chain(audit_db, make_record):
-    # Two writers (as in two gateway replicas) share the chain through the locked head.
-    async def write_with_two_writers() -> None:
-        async with AuditWriter(audit_db.url) as first, AuditWriter(audit_db.url) as second:
-            await asyncio.gather(
-                *(
-                    (first if i % 2 else second).record_prediction(*make_record())
-                    for i in range(100)
+OTHER_PROCESS = """
+import asyncio, sys, uuid
+from datetime import UTC, datetime
+from payband_audit.writer import AuditWriter, PredictionRequestRecord
+from payband_contracts import Prediction
+from payband_contracts.messages import EXAMPLE_PREDICTION
+
+async def main():
+    async with AuditWriter(sys.argv[1]) as writer:
+        async def one():
+            pid = uuid.uuid4()
+            request = PredictionRequestRecord(
+                prediction_id=pid, received_at=datetime.now(UTC), caller="replica-2"
+            )
+            prediction = Prediction.model_validate({**EXAMPLE_PREDICTION, "id": str(pid)})
+            await writer.record_prediction(request, prediction)
+        await asyncio.gather(*(one() for _ in range(150)))
+
+asyncio.run(main())
+"""
+
+
+def test_writers_in_two_processes_keep_one_chain(audit_db, make_record):
+    # Two gateway replicas: each has its own writer; the locked head keeps one chain.
+    other = subprocess.Popen([sys.executable, "-c", OTHER_PROCESS, audit_db.url])
+    try:
+
+        async def write_here() -> None:
+            async with AuditWriter(audit_db.url) as writer:
+                await asyncio.gather(
+                    *(writer.record_prediction(*make_record()) for _ in range(150))
                 )
+
+        asyncio.run(write_here())
+        assert other.wait(timeout=60) == 0
+    finally:
+        other.kill()
+        other.wait()
+    assert len(recorded_ids(audit_db)) == 300
+    assert verify(audit_db) == "ok 600 records"
+
+
+def test_a_held_chain_head_fails_writes_and_stores_none_of_them(audit_db, make_record):
+    # Another session holds the head longer than the write timeout (a long purge, a stuck
+    # replica): callers are told "unavailable", and then nothing of theirs may be stored.
+    settings = AuditSettings(database_url=audit_db.url, write_timeout_s=1.0)
+    with audit_db.connect() as blocker:
+        blocker.execute("SELECT * FROM audit.chain_head FOR UPDATE")
+
+        async def scenario() -> list[object]:
+            async with AuditWriter(settings=settings) as writer:
+                results = await asyncio.gather(
+                    *(writer.record_prediction(*make_record()) for _ in range(5)),
+                    return_exceptions=True,
+                )
+                blocker.rollback()
+                await writer.record_prediction(*make_record())
+                return results
+
+        results = asyncio.run(scenario())
+    assert all(isinstance(r, AuditUnavailable) for r in results), results
+    assert len(recorded_ids(audit_db)) == 1
+    assert verify(audit_db) == "ok 2 records"
+
+
+def test_close_commits_what_is_in_flight(audit_db, make_record):
+    async def scenario() -> list[object]:
+        writer = await AuditWriter(audit_db.url).start()
+        tasks = [asyncio.create_task(writer.record_prediction(*make_record())) for _ in range(300)]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0.01)
+        await writer.close()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    started = time.perf_counter()
+    results = asyncio.run(scenario())
+    assert time.perf_counter() - started < 5
+    acknowledged = [r for r in results if not isinstance(r, Exception)]
+    refused = [r for r in results if isinstance(r, Exception)]
+    assert all(isinstance(r, AuditUnavailable) for r in refused)
+    assert len(recorded_ids(audit_db)) == len(acknowledged) > 0
+
+
+def test_one_bad_record_does_not_fail_its_batch(audit_db, make_record):
+    async def scenario() -> list[object]:
+        async with AuditWriter(audit_db.url) as writer:
+            records = [make_record() for _ in range(10)]
+            bad_request = records[4][0].model_copy(update={"raw_request": "nul \x00 byte"})
+            records[4] = (bad_request, records[4][1])
+            return await asyncio.gather(
+                *(writer.record_prediction(*r) for r in records), return_exceptions=True
             )
 
-    asyncio.run(write_with_two_writers())
-    assert verify(audit_db) == "ok 200 records"
+    results = asyncio.run(scenario())
+    assert isinstance(results[4], AuditRejected)
+    assert sum(not isinstance(r, Exception) for r in results) == 9
+    assert len(recorded_ids(audit_db)) == 9
+    assert verify(audit_db) == "ok 18 records"
+
+
+def test_unencodable_text_is_refused_before_the_batch(audit_db, make_record):
+    request, prediction = make_record()
+    bad = request.model_copy(update={"raw_request": "lone surrogate \udc80"})
+
+    async def scenario() -> None:
+        async with AuditWriter(audit_db.url) as writer:
+            with pytest.raises(AuditRejected, match="cannot record"):
+                await writer.record_prediction(bad, prediction)
+
+    asyncio.run(scenario())
+
+
+def test_the_model_that_answered_is_recorded(audit_db, make_record):
+    request, prediction = make_record(version="7")
+    without_model = request.model_copy(update={"model": None})
+    other, other_prediction = make_record(version="7")
+    wrong = other.model_copy(update={"model": ModelRef(name="salary-band", version="6")})
+
+    async def scenario() -> None:
+        async with AuditWriter(audit_db.url) as writer:
+            await writer.record_prediction(without_model, prediction)
+            with pytest.raises(AuditRejected, match="comes from salary-band 7"):
+                await writer.record_prediction(wrong, other_prediction)
+
+    asyncio.run(scenario())
+    with audit_db.connect() as conn:
+        rows = conn.execute("SELECT model_name, model_version FROM audit.prediction_requests")
+        assert rows.fetchall() == [("salary-band", "7")]
 
 
 def test_errors_outcomes_and_reviews_are_recorded(audit_db, make_record):
@@ -228,13 +346,16 @@ def test_closed_writer_refuses(audit_db, make_record):
 
 def test_naive_timestamps_are_refused(audit_db, make_record):
     request, prediction = make_record()
-    naive = type(request)(
-        **{**request.__dict__, "received_at": datetime.now(UTC).replace(tzinfo=None)}
-    )
+    naive = datetime.now(UTC).replace(tzinfo=None)
+    with pytest.raises(ValidationError, match="timezone"):
+        PredictionRequestRecord(**{**request.model_dump(), "received_at": naive})
 
     async def scenario() -> None:
         async with AuditWriter(audit_db.url) as writer:
-            await writer.record_prediction(naive, prediction)
+            await writer.record_prediction(request, prediction)
+            with pytest.raises(AuditRejected, match="time zone"):
+                await writer.record_outcome(
+                    request.prediction_id, Outcome(band=1), recorded_by="hr", recorded_at=naive
+                )
 
-    with pytest.raises(AuditRejected, match="without time zone"):
-        asyncio.run(scenario())
+    asyncio.run(scenario())

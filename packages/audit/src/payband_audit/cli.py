@@ -14,7 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from payband_audit import __version__
-from payband_audit.db import connect, require_migrated
+from payband_audit.db import connect, first_line, require_migrated
 from payband_audit.errors import AuditError
 from payband_audit.purge import purge_expired
 from payband_audit.settings import AuditSettings, check_retention
@@ -66,8 +66,9 @@ def _errors_in_one_line() -> Iterator[None]:
     except AuditError as error:
         _fail(str(error))
     except psycopg.Error as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        _fail(detail)
+        _fail(first_line(error))
+    except OSError as error:
+        _fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
 
 
 def _url(url: str | None) -> str:
@@ -146,9 +147,9 @@ def purge(
             require_migrated(conn)
             result = purge_expired(conn, days)
         return (
-            f"purge {result.purge_id}: deleted {result.total} records received before "
-            f"{result.cutoff.isoformat(timespec='seconds')}; the chain now starts at seq "
-            f"{result.first_kept_seq}"
+            f"purge {result.purge_id}: deleted {result.total} records of predictions last "
+            f"active before {result.cutoff.isoformat(timespec='seconds')} "
+            f"({result.ranges} gaps left in the chain, each recorded)"
         )
 
     typer.echo(_run(run))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -11,7 +12,20 @@ from psycopg.rows import tuple_row
 
 from payband_audit.errors import AuditConfigError, AuditUnavailable
 
-SCHEMA = "audit"
+# Whatever the database's own defaults: timestamps and transactions the code expects.
+SESSION_OPTIONS = (
+    "-c DateStyle=ISO -c TimeZone=UTC "
+    r"-c default_transaction_isolation=read\ committed -c default_transaction_read_only=off"
+)
+
+
+def first_line(error: BaseException) -> str:
+    """The most telling line of a (libpq) error message."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    # libpq puts the reason on the first line and hints ("Is the server running...") after.
+    return lines[0]
 
 
 def to_conninfo(url: str) -> str:
@@ -19,24 +33,29 @@ def to_conninfo(url: str) -> str:
     conninfo = re.sub(r"^postgresql\+psycopg://", "postgresql://", url.strip())
     try:
         conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as error:
-        raise AuditConfigError(f"invalid database URL {redact(url)}: {error}") from None
+    except psycopg.ProgrammingError:
+        # libpq's message quotes the whole URL, password included: say it without it.
+        raise AuditConfigError(
+            f"invalid database URL {redact(url)}: expected postgresql://user@host:port/dbname"
+        ) from None
     return conninfo
 
 
 def to_sqlalchemy_url(url: str) -> str:
     """The URL in SQLAlchemy form with the psycopg 3 driver (for Alembic)."""
     conninfo = to_conninfo(url)
-    if conninfo.startswith("postgresql://") or conninfo.startswith("postgres://"):
+    if re.match(r"^postgres(ql)?://", conninfo):
         return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", conninfo)
-    # A key=value conninfo: SQLAlchemy takes it as the query of an empty URL.
+    # A key=value conninfo: SQLAlchemy passes the query of an empty URL on to libpq.
     params = conninfo_to_dict(conninfo)
-    return "postgresql+psycopg:///?" + "&".join(f"{k}={v}" for k, v in params.items())
+    query = "&".join(f"{quote(str(k))}={quote(str(v), safe='')}" for k, v in params.items())
+    return f"postgresql+psycopg:///?{query}"
 
 
 def redact(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", re.sub(r"password=\S+", "password=***", url))
+    url = re.sub(r"password\s*=\s*\S+", "password=***", url)
+    return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", url)
 
 
 def describe(conninfo: str) -> str:
@@ -45,9 +64,8 @@ def describe(conninfo: str) -> str:
         params = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:
         return redact(conninfo)
-    return (
-        f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
-    )
+    host, port = params.get("host", "localhost"), params.get("port", 5432)
+    return f"{host}:{port}/{params.get('dbname', '')}"
 
 
 def connect(
@@ -57,19 +75,19 @@ def connect(
     conninfo = to_conninfo(url)
     try:
         conn = psycopg.connect(
-            make_conninfo(conninfo, connect_timeout=connect_timeout), autocommit=autocommit
+            make_conninfo(conninfo, connect_timeout=connect_timeout, options=SESSION_OPTIONS),
+            autocommit=autocommit,
         )
     except psycopg.OperationalError as error:
-        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "no answer"
         raise AuditUnavailable(
-            f"cannot connect to the audit database at {describe(conninfo)}: {first_line}"
+            f"cannot connect to the audit database at {describe(conninfo)}: {first_line(error)}"
         ) from None
     if role:
         try:
             conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
         except psycopg.Error as error:
             conn.close()
-            raise AuditConfigError(f"cannot act as role {role!r}: {error}") from None
+            raise AuditConfigError(f"cannot act as role {role!r}: {first_line(error)}") from None
         if not autocommit:
             conn.commit()
     return conn

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.util import CommandError
 from sqlalchemy import create_engine, pool
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from payband_audit.db import describe, to_conninfo, to_sqlalchemy_url
-from payband_audit.errors import AuditUnavailable
+from payband_audit.db import describe, first_line, to_conninfo, to_sqlalchemy_url
+from payband_audit.errors import AuditConfigError, AuditUnavailable
 
 VERSION_TABLE = "payband_audit_alembic_version"
 
@@ -27,20 +31,30 @@ def _unavailable(database_url: str, error: DBAPIError) -> AuditUnavailable:
     return AuditUnavailable(f"cannot migrate the audit database at {where}: {detail}")
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
-    """Migrate the audit schema up to `revision` (default: the latest)."""
+@contextmanager
+def _clear_errors(database_url: str) -> Iterator[None]:
     try:
-        command.upgrade(alembic_config(database_url), revision)
+        yield
     except DBAPIError as error:
         raise _unavailable(database_url, error) from None
+    except (CommandError, ArgumentError, ValueError, RuntimeError) as error:
+        # An unknown revision, a malformed URL, or a migration that refuses (downgrade).
+        raise AuditConfigError(first_line(error)) from None
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    """Migrate the audit schema up to `revision` (default: the latest)."""
+    with _clear_errors(database_url):
+        command.upgrade(alembic_config(database_url), revision)
 
 
 def downgrade(database_url: str, revision: str) -> None:
-    """Migrate the audit schema down to `revision` ("base" removes it)."""
-    try:
+    """Migrate the audit schema down to `revision` ("base" removes it).
+
+    Refused while the log holds records, unless PAYBAND_AUDIT_DOWNGRADE_DROPS_RECORDS=yes.
+    """
+    with _clear_errors(database_url):
         command.downgrade(alembic_config(database_url), revision)
-    except DBAPIError as error:
-        raise _unavailable(database_url, error) from None
 
 
 def current_revision(database_url: str) -> str | None:

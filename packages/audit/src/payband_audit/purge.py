@@ -14,8 +14,8 @@ from payband_audit.settings import check_retention
 class PurgeResult:
     purge_id: int
     cutoff: datetime
-    first_kept_seq: int
     deleted: dict[str, int]
+    ranges: int
 
     @property
     def total(self) -> int:
@@ -23,12 +23,14 @@ class PurgeResult:
 
 
 def purge_expired(conn: psycopg.Connection, retention_days: int) -> PurgeResult:
-    """Delete records older than the retention period and record the purge; commits."""
+    """Delete the predictions whose every record is older than the retention period, and
+    record the purge (with the gaps it leaves in the chain); commits."""
     check_retention(retention_days)
     with conn.transaction():
         row = conn.execute(
-            "SELECT purge_id, cutoff, first_kept_seq, deleted FROM audit.purge_expired(%s)",
+            "SELECT purge_id, cutoff, deleted, ranges FROM audit.purge_expired(%s)",
             (retention_days,),
         ).fetchone()
-    assert row is not None, "audit.purge_expired returned nothing"
-    return PurgeResult(int(row[0]), row[1], int(row[2]), {k: int(v) for k, v in row[3].items()})
+    if row is None:
+        raise RuntimeError("audit.purge_expired returned nothing")
+    return PurgeResult(int(row[0]), row[1], {k: int(v) for k, v in row[2].items()}, int(row[3]))

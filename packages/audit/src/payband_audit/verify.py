@@ -31,6 +31,16 @@ class Verification:
         return f"broken: {self.problem}"
 
 
+@dataclass(frozen=True)
+class _Gap:
+    last_seq: int
+    last_hash: str
+
+
+class _Broken(Exception):
+    """The first problem found; ends the walk."""
+
+
 def _rows(conn: psycopg.Connection, kind: RecordKind) -> Iterator[tuple[int, RecordKind, tuple]]:
     with conn.cursor(name=f"verify_{kind.table}") as cursor:
         cursor.itersize = 5_000
@@ -43,27 +53,47 @@ def _name(kind: RecordKind, row: tuple[Any, ...]) -> str:
     return f"{kind.table} seq {row[0]} ({kind.columns[0]} {row[1]})"
 
 
-def _verify_purges(conn: psycopg.Connection) -> tuple[int, int, str, str | None]:
-    """The purge chain: (purges, first kept seq, anchor hash, problem)."""
-    rows = conn.execute(
+def _purge_gaps(conn: psycopg.Connection) -> tuple[int, dict[int, _Gap]]:
+    """Check the purge chain and each purge's list of gaps; the gaps by their first seq."""
+    purges = conn.execute(
         "SELECT purge_id, details::text, details, prev_hash, record_hash "
         "FROM audit.purges ORDER BY purge_id"
     ).fetchall()
+    ranges = conn.execute(
+        "SELECT purge_id, first_seq, last_seq, last_hash FROM audit.purged_ranges "
+        "ORDER BY purge_id, first_seq"
+    ).fetchall()
+    by_purge: dict[int, list[tuple[int, int, str]]] = {}
+    for purge_id, first_seq, last_seq, last_hash in ranges:
+        by_purge.setdefault(purge_id, []).append((first_seq, last_seq, last_hash))
     expected_prev = GENESIS_HASH
-    first_seq, anchor = 1, GENESIS_HASH
-    for purge_id, text, details, prev_hash, record_hash in rows:
+    for purge_id, text, details, prev_hash, record_hash in purges:
         if prev_hash != expected_prev:
-            return (
-                len(rows),
-                first_seq,
-                anchor,
-                f"purge {purge_id} does not link to the purge before it",
-            )
+            raise _Broken(f"purge {purge_id} does not link to the purge before it")
         if hashlib.sha256(f"{prev_hash}{text}".encode()).hexdigest() != record_hash:
-            return len(rows), first_seq, anchor, f"purge {purge_id}: contents do not match its hash"
+            raise _Broken(f"purge {purge_id}: contents do not match its hash")
+        listed = ",".join(f"{a}:{b}:{h}" for a, b, h in by_purge.pop(purge_id, []))
+        digest = hashlib.sha256(listed.encode()).hexdigest()
+        if not isinstance(details, dict) or details.get("ranges_sha256") != digest:
+            raise _Broken(f"purge {purge_id}: its list of purged seqs was altered")
         expected_prev = record_hash
-        first_seq, anchor = int(details["first_kept_seq"]), str(details["anchor_hash"])
-    return len(rows), first_seq, anchor, None
+    if by_purge:
+        raise _Broken(f"purged seqs claimed by a purge that does not exist: {sorted(by_purge)}")
+    return len(purges), {first: _Gap(last, str(h)) for _, first, last, h in ranges}
+
+
+def _skip_gaps(
+    seq: int, until: int, prev: str, gaps: dict[int, _Gap], what: str
+) -> tuple[int, str]:
+    """Step over purged runs from `seq` up to `until`; a run not declared is missing."""
+    while seq < until:
+        gap = gaps.get(seq)
+        if gap is None:
+            raise _Broken(f"{what}: the records from seq {seq} to {until - 1} are missing")
+        seq, prev = gap.last_seq + 1, gap.last_hash
+        if seq > until:
+            raise _Broken(f"{what}: it lies inside the seqs a purge says it removed")
+    return seq, prev
 
 
 def verify_chain(conn: psycopg.Connection) -> Verification:
@@ -73,39 +103,44 @@ def verify_chain(conn: psycopg.Connection) -> Verification:
     """
     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         raise ValueError("verify_chain needs a connection that is not inside a transaction")
+    records = purges = 0
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        purges, expected_seq, expected_prev, problem = _verify_purges(conn)
-        if problem:
-            return Verification(0, purges, problem)
-        records = 0
-        streams = [_rows(conn, kind) for kind in KINDS]
-        for seq, kind, row in heapq.merge(*streams, key=lambda item: item[0]):
-            values, prev_hash, record_hash = row[1:-2], row[-2], row[-1]
-            if seq != expected_seq:
-                return Verification(
-                    records,
-                    purges,
-                    f"{_name(kind, row)}: the records from seq {expected_seq} to {seq - 1} "
-                    "are missing",
+        try:
+            purges, gaps = _purge_gaps(conn)
+            expected_seq, expected_prev = 1, GENESIS_HASH
+            streams = [_rows(conn, kind) for kind in KINDS]
+            for seq, kind, row in heapq.merge(*streams, key=lambda item: item[0]):
+                name = _name(kind, row)
+                if seq < expected_seq:
+                    raise _Broken(f"{name}: seq {seq} appears twice")
+                expected_seq, expected_prev = _skip_gaps(
+                    expected_seq, seq, expected_prev, gaps, name
                 )
-            if prev_hash != expected_prev:
-                return Verification(
-                    records, purges, f"{_name(kind, row)}: does not link to the record before it"
-                )
-            if chain_hash(prev_hash, content_of(kind, values)) != record_hash:
-                return Verification(
-                    records, purges, f"{_name(kind, row)}: contents do not match its hash"
-                )
-            records += 1
-            expected_seq, expected_prev = seq + 1, record_hash
-        head = conn.execute("SELECT seq, record_hash FROM audit.chain_head").fetchone()
-        if head is None or (int(head[0]), str(head[1])) != (expected_seq - 1, expected_prev):
-            last = expected_seq - 1
-            return Verification(
-                records,
-                purges,
-                f"the chain head is at seq {head[0] if head else '?'} but the last record is "
-                f"seq {last}: records at the end are missing",
+                values, prev_hash, record_hash = row[1:-2], row[-2], row[-1]
+                if prev_hash != expected_prev:
+                    raise _Broken(f"{name}: does not link to the record before it")
+                if chain_hash(prev_hash, content_of(kind, values)) != record_hash:
+                    raise _Broken(f"{name}: contents do not match its hash")
+                records += 1
+                expected_seq, expected_prev = seq + 1, record_hash
+            head = conn.execute("SELECT seq, record_hash FROM audit.chain_head").fetchone()
+            if head is None:
+                raise _Broken("the chain head is missing")
+            head_seq, head_hash = int(head[0]), str(head[1])
+            end = (
+                f"the chain head is at seq {head_seq} but the chain ends at seq "
+                f"{expected_seq - 1}: records at the end are missing"
             )
+            if head_seq >= expected_seq:
+                try:
+                    expected_seq, expected_prev = _skip_gaps(
+                        expected_seq, head_seq + 1, expected_prev, gaps, "the chain head"
+                    )
+                except _Broken:
+                    raise _Broken(end) from None
+            if (head_seq, head_hash) != (expected_seq - 1, expected_prev):
+                raise _Broken(end)
+        except _Broken as broken:
+            return Verification(records, purges, str(broken))
     return Verification(records, purges)

@@ -1,10 +1,10 @@
 """AuditWriter: group-committed, hash-chained audit records for services.
 
 Every call waits until its records are durably committed, and raises AuditUnavailable quickly
-when they cannot be (database down, queue full, timeout): a service must not answer a request
-whose record it could not keep. Concurrent calls are batched into one transaction (group
-commit) by one background task, which locks the chain head so that records are chained in
-commit order, also across processes.
+when they cannot be (database down or busy, queue full, timeout): a service must not answer a
+request whose record it could not keep. Concurrent calls are batched into one transaction
+(group commit) by one background task, which locks the chain head so that records are chained
+in commit order, also across processes.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from uuid import UUID, uuid4
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from payband_audit.chain import (
     ERROR,
@@ -34,7 +35,7 @@ from payband_audit.chain import (
     chain_hash,
     content_of,
 )
-from payband_audit.db import describe, to_conninfo
+from payband_audit.db import SESSION_OPTIONS, describe, first_line, to_conninfo
 from payband_audit.errors import (
     AuditConfigError,
     AuditError,
@@ -49,14 +50,23 @@ from payband_contracts import Candidate, ErrorBody, ModelRef, Outcome, Predictio
 
 logger = logging.getLogger(__name__)
 
+# The database is busy or the transaction lost a race: nothing is wrong with the records.
+TRANSIENT_ERRORS = (
+    psycopg.errors.QueryCanceled,
+    psycopg.errors.LockNotAvailable,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+)
 
-@dataclass(frozen=True)
-class PredictionRequestRecord:
+
+class PredictionRequestRecord(BaseModel):
     """What came in: one prediction request as the gateway received it."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
     prediction_id: UUID
-    received_at: datetime
-    caller: str
+    received_at: AwareDatetime
+    caller: str = Field(min_length=1)
     request_id: str | None = None
     candidate: Candidate | None = None
     model: ModelRef | None = None
@@ -85,30 +95,49 @@ class _Submission:
     new_prediction: UUID | None = None
     requires_prediction: UUID | None = None
     outcome_for: UUID | None = None
-    rows: list[tuple[RecordKind, tuple[Any, ...]]] = field(default_factory=list)
+    conflict: AuditRejected | None = field(default=None)
 
     def fail(self, error: AuditError) -> None:
         if not self.future.done():
             self.future.set_exception(error)
 
+    def succeed(self, receipt: Receipt) -> None:
+        if not self.future.done():
+            self.future.set_result(receipt)
+
 
 def _entry(kind: RecordKind, values: Sequence[Any]) -> _Entry:
     values = tuple(values)
     try:
-        return _Entry(kind, values, content_of(kind, values))
-    except (TypeError, ValueError) as error:
+        content = content_of(kind, values)
+        content.encode()  # a lone surrogate must fail here, not inside a batch
+    except (TypeError, ValueError, ArithmeticError) as error:
         raise AuditRejected(f"cannot record this {kind.table} entry: {error}") from None
+    return _Entry(kind, values, content)
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(moment: datetime | None, name: str) -> datetime:
+    if moment is None:
+        return _now()
+    if not isinstance(moment, datetime) or moment.tzinfo is None:
+        raise AuditRejected(f"{name} must be a datetime with a time zone, not {moment!r}")
+    return moment
+
+
+def _text(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise AuditRejected(f"{name} must be a non-empty string, not {value!r}")
+    return value
+
+
 def _is_connection_error(error: BaseException) -> bool:
     return isinstance(
-        error,
-        psycopg.OperationalError | psycopg.InterfaceError | OSError | TimeoutError,
-    ) and not isinstance(error, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable)
+        error, psycopg.OperationalError | psycopg.InterfaceError | OSError | TimeoutError
+    )
 
 
 class AuditWriter:
@@ -128,6 +157,7 @@ class AuditWriter:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._unavailable: str | None = "not started"
         self._closed = False
+        self._inflight: list[_Submission] = []
         self._worker: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
 
@@ -142,7 +172,7 @@ class AuditWriter:
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + len(self._inflight)
 
     async def start(self) -> Self:
         """Connect and start the background committer.
@@ -159,20 +189,34 @@ class AuditWriter:
         return self
 
     async def close(self) -> None:
-        """Commit what is queued, then stop; later writes raise AuditUnavailable."""
+        """Commit what is queued and in flight (within the write timeout), then stop.
+
+        Later writes raise AuditUnavailable; whatever could not be committed in time fails
+        with AuditUnavailable, so no caller is left waiting.
+        """
         self._closed = True
         if self._worker is not None:
-            if self.available:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._drained(), self.settings.write_timeout_s)
+            deadline = asyncio.get_running_loop().time() + self.settings.write_timeout_s
+            while (
+                (not self._queue.empty() or self._inflight)
+                and self._unavailable is None
+                and asyncio.get_running_loop().time() < deadline
+                and not self._worker.done()
+            ):
+                await asyncio.sleep(0.01)
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
         if self._reconnector is not None:
             self._reconnector.cancel()
             await asyncio.gather(self._reconnector, return_exceptions=True)
-        self._fail_queued(AuditUnavailable("the audit writer is closed"))
+        closed = AuditUnavailable("the audit writer closed before the record was committed")
+        for submission in self._inflight:
+            submission.fail(closed)
+        self._inflight = []
+        self._fail_queued(closed)
         if self._conn is not None:
-            await self._conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.close(), 1.0)
             self._conn = None
 
     async def __aenter__(self) -> Self:
@@ -184,10 +228,21 @@ class AuditWriter:
     async def record_prediction(
         self, request: PredictionRequestRecord, prediction: Prediction
     ) -> Receipt:
-        """Record a request and the prediction answered to it, in one transaction."""
+        """Record a request and the prediction answered to it, in one transaction.
+
+        A request without a model is recorded with the prediction's model; a different one
+        is refused.
+        """
         if prediction.id != request.prediction_id:
             raise AuditRejected(
                 f"prediction {prediction.id} does not answer request {request.prediction_id}"
+            )
+        if request.model is None:
+            request = request.model_copy(update={"model": prediction.model})
+        elif request.model != prediction.model:
+            raise AuditRejected(
+                f"the request names model {request.model.name} {request.model.version} but "
+                f"the prediction comes from {prediction.model.name} {prediction.model.version}"
             )
         response = _entry(
             RESPONSE,
@@ -214,13 +269,15 @@ class AuditWriter:
         recorded_at: datetime | None = None,
     ) -> Receipt:
         """Record a request that was answered with an error, in one transaction."""
-        if not 400 <= status_code <= 599:
-            raise AuditRejected(f"status code {status_code} is not an error (400-599)")
+        if type(status_code) is not int or not 400 <= status_code <= 599:
+            raise AuditRejected(f"status code {status_code!r} is not an error (400-599)")
+        if upstream_body is not None and not isinstance(upstream_body, str):
+            raise AuditRejected("upstream_body must be a string")
         failure = _entry(
             ERROR,
             (
                 request.prediction_id,
-                recorded_at or _now(),
+                _aware(recorded_at, "recorded_at"),
                 status_code,
                 error.model_dump_json(),
                 upstream_body,
@@ -239,12 +296,13 @@ class AuditWriter:
         recorded_at: datetime | None = None,
     ) -> Receipt:
         """Record the true band of a prediction; OutcomeAlreadyRecorded for a second one."""
+        prediction_id = self._uuid(prediction_id)
         entry = _entry(
             OUTCOME,
             (
                 prediction_id,
-                recorded_at or _now(),
-                recorded_by,
+                _aware(recorded_at, "recorded_at"),
+                _text(recorded_by, "recorded_by"),
                 outcome.band,
                 outcome.observed_at,
                 outcome.source,
@@ -263,12 +321,13 @@ class AuditWriter:
         review_id: UUID | None = None,
     ) -> Receipt:
         """Record a human oversight decision about a prediction."""
+        prediction_id = self._uuid(prediction_id)
         entry = _entry(
             REVIEW,
             (
-                review_id or uuid4(),
+                self._uuid(review_id) if review_id is not None else uuid4(),
                 prediction_id,
-                recorded_at or _now(),
+                _aware(recorded_at, "recorded_at"),
                 review.reviewer,
                 review.decision.value,
                 review.band,
@@ -276,6 +335,12 @@ class AuditWriter:
             ),
         )
         return await self._submit([entry], requires_prediction=prediction_id)
+
+    @staticmethod
+    def _uuid(value: object) -> UUID:
+        if not isinstance(value, UUID):
+            raise AuditRejected(f"expected a UUID, not {value!r}")
+        return value
 
     @staticmethod
     def _request_entry(request: PredictionRequestRecord) -> _Entry:
@@ -298,6 +363,8 @@ class AuditWriter:
             raise AuditUnavailable("the audit writer is closed")
         if self._worker is None:
             raise AuditUnavailable("the audit writer is not started")
+        if self._worker.done():
+            raise AuditUnavailable("the audit writer has stopped")
         if self._unavailable is not None:
             raise AuditUnavailable(f"the audit log is unavailable: {self._unavailable}")
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
@@ -319,21 +386,25 @@ class AuditWriter:
             ) from None
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        timeout_ms = max(1, int(self.settings.write_timeout_s * 1000))
         conninfo = make_conninfo(
             self._conninfo,
             connect_timeout=self.settings.connect_timeout_s,
+            # A dead peer is noticed by the kernel, not only when the write timeout runs out.
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+            tcp_user_timeout=timeout_ms,
             # Durable commits whatever the server's default; a stuck statement ends in time.
-            options=(
-                "-c synchronous_commit=on "
-                f"-c statement_timeout={int(self.settings.write_timeout_s * 1000)}"
-            ),
+            options=f"{SESSION_OPTIONS} -c synchronous_commit=on -c statement_timeout={timeout_ms}",
         )
         try:
             conn = await psycopg.AsyncConnection.connect(conninfo)
         except psycopg.OperationalError as error:
-            message = str(error).strip().splitlines()[-1] if str(error).strip() else "no answer"
             raise AuditUnavailable(
-                f"cannot connect to the audit database at {describe(self._conninfo)}: {message}"
+                f"cannot connect to the audit database at {describe(self._conninfo)}: "
+                f"{first_line(error)}"
             ) from None
         try:
             if self._role:
@@ -366,62 +437,87 @@ class AuditWriter:
         while not self._queue.empty():
             self._queue.get_nowait().fail(error)
 
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 1.0)
+
     async def _reconnect(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.settings.retry_interval_s)
             try:
                 conn = await self._connect()
-            except AuditError as error:
-                self._unavailable = str(error)
+            except (AuditError, psycopg.Error, OSError) as error:
+                self._unavailable = str(error) or type(error).__name__
                 continue
-            old, self._conn = self._conn, conn
-            if old is not None:
-                await old.close()
+            await self._drop_connection()
+            self._conn = conn
             self._unavailable = None
             logger.info("audit log available again")
             return
-
-    async def _drained(self) -> None:
-        while not self._queue.empty():
-            await asyncio.sleep(0.01)
 
     async def _commit_loop(self) -> None:
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self.settings.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            batch = [submission for submission in batch if not submission.future.done()]
-            if batch:
+            self._inflight = batch
+            try:
                 await self._commit(batch)
+            except Exception:
+                # Never let the committer die: fail this batch and go on.
+                logger.exception("audit writer failed a batch")
+                for submission in batch:
+                    submission.fail(AuditUnavailable("the audit writer failed unexpectedly"))
+            finally:
+                self._inflight = []
 
     async def _commit(self, batch: list[_Submission]) -> None:
+        batch = [submission for submission in batch if not submission.future.done()]
+        if not batch:
+            return
         if self._conn is None or self._unavailable is not None:
+            error = AuditUnavailable(f"the audit log is unavailable: {self._unavailable}")
             for submission in batch:
-                submission.fail(
-                    AuditUnavailable(f"the audit log is unavailable: {self._unavailable}")
-                )
+                submission.fail(error)
             return
         try:
-            written = await self._write(self._conn, batch)
-        except Exception as error:
-            if _is_connection_error(error):
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-                for submission in batch:
-                    submission.fail(AuditUnavailable(f"the audit log is unavailable: {reason}"))
-                self._mark_unavailable(reason)
-                return
-            if not isinstance(error, psycopg.Error) or len(batch) == 1:
-                logger.exception("audit record refused")
-                for submission in batch:
-                    submission.fail(AuditRejected(f"the audit record was refused: {error}"))
-                return
-            # One bad record must not fail the others: commit each on its own.
-            for submission in batch:
-                await self._commit([submission])
+            # The server's statement timeout cannot help when the connection itself hangs.
+            async with asyncio.timeout(self.settings.write_timeout_s + 1.0):
+                written = await self._write(self._conn, batch)
+        except Exception as error:  # noqa: BLE001 - every failure must answer the waiting callers
+            await self._failed(batch, error)
             return
         for submission, receipt in written:
-            if not submission.future.done():
-                submission.future.set_result(receipt)
+            submission.succeed(receipt)
+        for submission in batch:
+            if submission.conflict is not None:
+                submission.fail(submission.conflict)
+
+    async def _failed(self, batch: list[_Submission], error: Exception) -> None:
+        if isinstance(error, TRANSIENT_ERRORS):
+            busy = AuditUnavailable(f"the audit database is busy: {first_line(error)}")
+            for submission in batch:
+                submission.fail(busy)
+            return
+        if isinstance(error, TimeoutError) or _is_connection_error(error):
+            reason = first_line(error) if str(error).strip() else "no answer in time"
+            # Unavailable before any caller resumes, so none of them sees the writer as up.
+            self._mark_unavailable(reason)
+            unavailable = AuditUnavailable(f"the audit log is unavailable: {reason}")
+            for submission in batch:
+                submission.fail(unavailable)
+            await self._drop_connection()
+            return
+        if len(batch) == 1:
+            logger.error("audit record refused: %s", first_line(error))
+            batch[0].fail(AuditRejected(f"the audit record was refused: {first_line(error)}"))
+            return
+        # One bad record must not fail the others: commit each on its own.
+        for submission in batch:
+            submission.conflict = None
+            await self._commit([submission])
 
     async def _write(
         self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
@@ -429,7 +525,8 @@ class AuditWriter:
         async with conn.transaction():
             cursor = await conn.execute("SELECT seq, record_hash FROM audit.chain_head FOR UPDATE")
             head = await cursor.fetchone()
-            assert head is not None, "audit.chain_head has no row"
+            if head is None:
+                raise AuditConfigError("audit.chain_head has no row")
             accepted = await self._accepted(conn, batch)
             seq, prev_hash = int(head[0]), str(head[1])
             rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
@@ -441,31 +538,36 @@ class AuditWriter:
                     rows[entry.kind.table].append((seq, *entry.values, prev_hash, record_hash))
                     prev_hash = record_hash
                 written.append((submission, Receipt(seq, prev_hash)))
-            async with conn.cursor() as copy_cursor:
-                for kind in KINDS:
-                    if rows[kind.table]:
-                        async with copy_cursor.copy(kind.copy_sql) as copy:
-                            for row in rows[kind.table]:
-                                await copy.write_row(row)
-            await conn.execute(
-                "UPDATE audit.chain_head SET seq = %s, record_hash = %s", (seq, prev_hash)
-            )
+            if written:
+                async with conn.cursor() as copy_cursor:
+                    for kind in KINDS:
+                        if rows[kind.table]:
+                            async with copy_cursor.copy(kind.copy_sql) as copy:
+                                for row in rows[kind.table]:
+                                    await copy.write_row(row)
+                await conn.execute(
+                    "UPDATE audit.chain_head SET seq = %s, record_hash = %s", (seq, prev_hash)
+                )
         return written
 
     async def _accepted(
         self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
     ) -> list[_Submission]:
-        """The submissions that can be written; the others fail with the reason."""
+        """The submissions that can be written now.
+
+        Conflicts with committed records fail at once. Conflicts with another submission of
+        this batch are kept in `conflict` and reported only once the batch has committed.
+        """
         mentioned = {s.requires_prediction for s in batch} | {s.new_prediction for s in batch}
         mentioned.discard(None)
-        known: set[UUID] = set()
+        committed: set[UUID] = set()
         with_outcome: set[UUID] = set()
         if mentioned:
             cursor = await conn.execute(
                 "SELECT prediction_id FROM audit.prediction_requests WHERE prediction_id = ANY(%s)",
                 (list(mentioned),),
             )
-            known = {row[0] for row in await cursor.fetchall()}
+            committed = {row[0] for row in await cursor.fetchall()}
         outcome_ids = [s.outcome_for for s in batch if s.outcome_for is not None]
         if outcome_ids:
             cursor = await conn.execute(
@@ -473,28 +575,33 @@ class AuditWriter:
                 (outcome_ids,),
             )
             with_outcome = {row[0] for row in await cursor.fetchall()}
+        new_here: set[UUID] = set()
+        outcomes_here: set[UUID] = set()
         accepted = []
         for submission in batch:
-            if submission.new_prediction is not None:
-                if submission.new_prediction in known:
-                    submission.fail(
-                        DuplicatePrediction(
-                            f"prediction {submission.new_prediction} is already recorded"
-                        )
-                    )
-                    continue
-                known.add(submission.new_prediction)
-            required = submission.requires_prediction
-            if required is not None and required not in known:
+            new, required, outcome_for = (
+                submission.new_prediction,
+                submission.requires_prediction,
+                submission.outcome_for,
+            )
+            if new is not None and new in committed:
+                submission.fail(DuplicatePrediction(f"prediction {new} is already recorded"))
+            elif required is not None and required not in committed | new_here:
                 submission.fail(UnknownPrediction(f"prediction {required} is not in the audit log"))
-                continue
-            outcome_for = submission.outcome_for
-            if outcome_for is not None and outcome_for in with_outcome:
+            elif outcome_for is not None and outcome_for in with_outcome:
                 submission.fail(
                     OutcomeAlreadyRecorded(f"prediction {outcome_for} already has its outcome")
                 )
-                continue
-            if outcome_for is not None:
-                with_outcome.add(outcome_for)
-            accepted.append(submission)
+            elif new is not None and new in new_here:
+                submission.conflict = DuplicatePrediction(f"prediction {new} is already recorded")
+            elif outcome_for is not None and outcome_for in outcomes_here:
+                submission.conflict = OutcomeAlreadyRecorded(
+                    f"prediction {outcome_for} already has its outcome"
+                )
+            else:
+                accepted.append(submission)
+                if new is not None:
+                    new_here.add(new)
+                if outcome_for is not None:
+                    outcomes_here.add(outcome_for)
         return accepted

@@ -5,6 +5,9 @@ Revises:
 Create Date: 2026-11-27
 """
 
+import os
+
+import sqlalchemy as sa
 from alembic import op
 
 revision = "0001"
@@ -19,7 +22,7 @@ RECORD_TABLES = (
     "outcomes",
     "reviews",
 )
-ROLES = ("payband_audit_writer", "payband_audit_reader", "payband_audit_purger")
+DESTROY_VARIABLE = "PAYBAND_AUDIT_DOWNGRADE_DROPS_RECORDS"
 
 TABLES = """
 CREATE SCHEMA audit;
@@ -49,6 +52,8 @@ CREATE TABLE audit.prediction_requests (
 CREATE INDEX prediction_requests_received_at ON audit.prediction_requests (received_at);
 CREATE INDEX prediction_requests_model
     ON audit.prediction_requests (model_name, model_version, received_at);
+CREATE INDEX prediction_requests_model_version
+    ON audit.prediction_requests (model_version, received_at);
 
 CREATE TABLE audit.prediction_responses (
     seq bigint NOT NULL UNIQUE,
@@ -105,13 +110,20 @@ CREATE INDEX reviews_prediction_id ON audit.reviews (prediction_id);
 
 -- Payloads are `json`, not `jsonb`: the stored text is exactly the text that was hashed.
 
--- Purges are chained among themselves; each anchors where the record chain now starts.
+-- Purges are chained among themselves. Each lists the runs of seqs it deleted and the hash
+-- that ended each run, so the verifier can step over exactly those gaps and no others.
 CREATE TABLE audit.purges (
     purge_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     purged_at timestamptz NOT NULL,
     details jsonb NOT NULL,
     prev_hash char(64) NOT NULL,
     record_hash char(64) NOT NULL
+);
+CREATE TABLE audit.purged_ranges (
+    first_seq bigint PRIMARY KEY,
+    last_seq bigint NOT NULL CHECK (last_seq >= first_seq),
+    last_hash char(64) NOT NULL,
+    purge_id bigint NOT NULL REFERENCES audit.purges
 );
 
 -- Per prediction: the span of its records in the chain and its latest activity.
@@ -131,7 +143,8 @@ APPEND_ONLY = """
 CREATE FUNCTION audit.refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     -- The one exception: audit.purge_expired() deleting expired records.
-    IF TG_OP = 'DELETE' AND TG_TABLE_NAME <> 'purges'
+    IF TG_OP = 'DELETE' AND TG_TABLE_NAME IN ('prediction_requests', 'prediction_responses',
+            'prediction_errors', 'outcomes', 'reviews')
        AND current_setting('payband_audit.purging', true) = 'on' THEN
         RETURN OLD;
     END IF;
@@ -140,56 +153,93 @@ BEGIN
         USING ERRCODE = 'insufficient_privilege';
 END;
 $$;
+
+-- The head may only move forward, onto a record that exists: a writer cannot rewind it.
+CREATE FUNCTION audit.head_moves_forward() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.seq <= OLD.seq OR NOT EXISTS (
+        SELECT FROM audit.prediction_requests WHERE seq = NEW.seq AND record_hash = NEW.record_hash
+        UNION ALL
+        SELECT FROM audit.prediction_responses WHERE seq = NEW.seq AND record_hash = NEW.record_hash
+        UNION ALL
+        SELECT FROM audit.prediction_errors WHERE seq = NEW.seq AND record_hash = NEW.record_hash
+        UNION ALL
+        SELECT FROM audit.outcomes WHERE seq = NEW.seq AND record_hash = NEW.record_hash
+        UNION ALL
+        SELECT FROM audit.reviews WHERE seq = NEW.seq AND record_hash = NEW.record_hash
+    ) THEN
+        RAISE EXCEPTION 'the chain head only moves forward, onto a record that exists'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER head_moves_forward BEFORE UPDATE ON audit.chain_head
+    FOR EACH ROW EXECUTE FUNCTION audit.head_moves_forward();
+CREATE TRIGGER append_only BEFORE DELETE ON audit.chain_head
+    FOR EACH ROW EXECUTE FUNCTION audit.refuse_change();
+CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON audit.chain_head
+    FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();
 """
 
 PURGE = """
 CREATE FUNCTION audit.purge_expired(retention_days integer)
-RETURNS TABLE (purge_id bigint, cutoff timestamptz, first_kept_seq bigint, deleted jsonb)
+RETURNS TABLE (purge_id bigint, cutoff timestamptz, deleted jsonb, ranges bigint)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_now timestamptz := clock_timestamp();
     v_cutoff timestamptz;
-    v_head_seq bigint;
-    v_head_hash text;
-    v_keep bigint;
-    v_straddle bigint;
-    v_anchor text;
     v_prev text;
     v_details jsonb;
     v_deleted jsonb := '{}'::jsonb;
     v_count bigint;
+    v_ranges bigint;
+    v_digest text;
+    v_purge_id bigint;
     v_table text;
 BEGIN
     IF retention_days IS NULL OR retention_days < 180 THEN
         RAISE EXCEPTION 'retention of % days is shorter than the minimum of 180 days',
             retention_days USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Writers wait while the chain's prefix is cut.
-    SELECT h.seq, h.record_hash INTO v_head_seq, v_head_hash
-    FROM audit.chain_head AS h FOR UPDATE;
+    -- Writers wait while records leave the chain.
+    PERFORM FROM audit.chain_head FOR UPDATE;
     v_cutoff := v_now - make_interval(days => retention_days);
 
-    -- Cut the chain before the first record of any prediction still within retention, and
-    -- never through the records of one prediction: what remains is an unbroken chain.
-    SELECT coalesce(min(a.first_seq), v_head_seq + 1) INTO v_keep
-    FROM audit.prediction_activity AS a WHERE a.last_at >= v_cutoff;
-    LOOP
-        SELECT min(a.first_seq) INTO v_straddle FROM audit.prediction_activity AS a
-        WHERE a.first_seq < v_keep AND a.last_seq >= v_keep;
-        EXIT WHEN v_straddle IS NULL;
-        v_keep := v_straddle;
-    END LOOP;
-
-    SELECT r.prev_hash INTO v_anchor FROM audit.prediction_requests AS r WHERE r.seq = v_keep;
-    IF NOT FOUND THEN
-        v_anchor := v_head_hash;
-    END IF;
+    -- A prediction goes as a whole, once all its records (request, answer, outcome,
+    -- reviews) are older than the cutoff.
+    DROP TABLE IF EXISTS payband_expired, payband_ranges;
+    CREATE TEMP TABLE payband_expired ON COMMIT DROP AS
+        SELECT a.prediction_id FROM audit.prediction_activity AS a WHERE a.last_at < v_cutoff;
+    -- The runs of consecutive seqs that leave the chain, and the hash that ends each run.
+    CREATE TEMP TABLE payband_ranges ON COMMIT DROP AS
+        SELECT min(d.seq) AS first_seq, max(d.seq) AS last_seq,
+               (array_agg(d.record_hash ORDER BY d.seq DESC))[1] AS last_hash
+        FROM (
+            SELECT e.seq, e.record_hash, e.seq - row_number() OVER (ORDER BY e.seq) AS run
+            FROM (
+                SELECT seq, record_hash, prediction_id FROM audit.prediction_requests
+                UNION ALL SELECT seq, record_hash, prediction_id FROM audit.prediction_responses
+                UNION ALL SELECT seq, record_hash, prediction_id FROM audit.prediction_errors
+                UNION ALL SELECT seq, record_hash, prediction_id FROM audit.outcomes
+                UNION ALL SELECT seq, record_hash, prediction_id FROM audit.reviews
+            ) AS e
+            WHERE e.prediction_id IN (SELECT x.prediction_id FROM payband_expired AS x)
+        ) AS d
+        GROUP BY d.run;
+    SELECT count(*), encode(sha256(convert_to(coalesce(string_agg(
+               r.first_seq || ':' || r.last_seq || ':' || r.last_hash, ',' ORDER BY r.first_seq
+           ), ''), 'UTF8')), 'hex')
+    INTO v_ranges, v_digest FROM payband_ranges AS r;
 
     PERFORM set_config('payband_audit.purging', 'on', true);
     FOREACH v_table IN ARRAY ARRAY['reviews', 'outcomes', 'prediction_errors',
                                    'prediction_responses', 'prediction_requests'] LOOP
-        EXECUTE format('DELETE FROM audit.%I WHERE seq < $1', v_table) USING v_keep;
+        EXECUTE format(
+            'DELETE FROM audit.%I WHERE prediction_id IN '
+            '(SELECT x.prediction_id FROM payband_expired AS x)', v_table);
         GET DIAGNOSTICS v_count = ROW_COUNT;
         v_deleted := v_deleted || jsonb_build_object(v_table, v_count);
     END LOOP;
@@ -201,13 +251,15 @@ BEGIN
     END IF;
     v_details := jsonb_build_object(
         'purged_at', v_now, 'purged_by', session_user, 'retention_days', retention_days,
-        'cutoff', v_cutoff, 'first_kept_seq', v_keep, 'anchor_hash', v_anchor,
-        'deleted', v_deleted);
-    RETURN QUERY
+        'cutoff', v_cutoff, 'deleted', v_deleted, 'ranges', v_ranges,
+        'ranges_sha256', v_digest);
     INSERT INTO audit.purges AS p (purged_at, details, prev_hash, record_hash)
     VALUES (v_now, v_details, v_prev,
             encode(sha256(convert_to(v_prev || v_details::text, 'UTF8')), 'hex'))
-    RETURNING p.purge_id, v_cutoff, v_keep, v_deleted;
+    RETURNING p.purge_id INTO v_purge_id;
+    INSERT INTO audit.purged_ranges (first_seq, last_seq, last_hash, purge_id)
+    SELECT r.first_seq, r.last_seq, r.last_hash, v_purge_id FROM payband_ranges AS r;
+    RETURN QUERY SELECT v_purge_id, v_cutoff, v_deleted, v_ranges;
 END;
 $$;
 """
@@ -243,7 +295,7 @@ GRANT EXECUTE ON FUNCTION audit.purge_expired(integer) TO payband_audit_purger;
 def upgrade() -> None:
     op.execute(TABLES)
     op.execute(APPEND_ONLY)
-    for table in (*RECORD_TABLES, "purges"):
+    for table in (*RECORD_TABLES, "purges", "purged_ranges"):
         op.execute(
             f"CREATE TRIGGER append_only BEFORE UPDATE OR DELETE ON audit.{table} "
             "FOR EACH ROW EXECUTE FUNCTION audit.refuse_change()"
@@ -258,5 +310,21 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Dropping the schema destroys the log: refuse while it holds records, unless told to.
+    records = (
+        op.get_bind()
+        .execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM audit.prediction_requests) + "
+                "(SELECT count(*) FROM audit.purges)"
+            )
+        )
+        .scalar_one()
+    )
+    if records and os.environ.get(DESTROY_VARIABLE) != "yes":
+        raise RuntimeError(
+            f"refusing to drop an audit log that holds records ({records}); export it first, "
+            f"then set {DESTROY_VARIABLE}=yes"
+        )
     # Privileges go with the objects; the roles stay, as other databases may use them.
     op.execute("DROP SCHEMA audit CASCADE")
