@@ -21,11 +21,15 @@ GENESIS_HASH = "0" * 64
 
 @dataclass(frozen=True)
 class RecordKind:
-    """One record table: its name and its content columns (in COPY order)."""
+    """One record table: its name and its content columns with their SQL types."""
 
     table: str
     columns: tuple[str, ...]
-    json_columns: frozenset[str] = frozenset()
+    types: tuple[str, ...]
+
+    @property
+    def json_columns(self) -> frozenset[str]:
+        return frozenset(c for c, t in zip(self.columns, self.types, strict=True) if t == "json")
 
     @property
     def copy_sql(self) -> str:
@@ -53,7 +57,7 @@ REQUEST = RecordKind(
         "candidate",
         "raw_request",
     ),
-    frozenset({"candidate"}),
+    ("uuid", "timestamptz", "text", "text", "text", "text", "json", "text"),
 )
 RESPONSE = RecordKind(
     "prediction_responses",
@@ -65,16 +69,17 @@ RESPONSE = RecordKind(
         "probabilities",
         "explanation",
     ),
-    frozenset({"band", "probabilities", "explanation"}),
+    ("uuid", "timestamptz", "integer", "json", "json", "json"),
 )
 ERROR = RecordKind(
     "prediction_errors",
     ("prediction_id", "recorded_at", "status_code", "error", "upstream_body"),
-    frozenset({"error"}),
+    ("uuid", "timestamptz", "integer", "json", "text"),
 )
 OUTCOME = RecordKind(
     "outcomes",
     ("prediction_id", "recorded_at", "recorded_by", "band_index", "observed_at", "source"),
+    ("uuid", "timestamptz", "text", "integer", "timestamptz", "text"),
 )
 REVIEW = RecordKind(
     "reviews",
@@ -87,6 +92,7 @@ REVIEW = RecordKind(
         "band_index",
         "reason",
     ),
+    ("uuid", "uuid", "timestamptz", "text", "text", "integer", "text"),
 )
 KINDS: tuple[RecordKind, ...] = (REQUEST, RESPONSE, ERROR, OUTCOME, REVIEW)
 

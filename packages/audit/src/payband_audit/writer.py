@@ -460,6 +460,10 @@ class AuditWriter:
     async def _commit_loop(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            # One turn of the event loop lets callers just answered by the last commit queue
+            # their next records, so they join this transaction instead of the next.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
             while len(batch) < self.settings.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             self._inflight = batch
@@ -522,12 +526,23 @@ class AuditWriter:
     async def _write(
         self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
     ) -> list[tuple[_Submission, Receipt]]:
+        mentioned = {s.requires_prediction for s in batch} | {s.new_prediction for s in batch}
+        mentioned.discard(None)
+        outcome_ids = [s.outcome_for for s in batch if s.outcome_for is not None]
         async with conn.transaction():
-            cursor = await conn.execute("SELECT seq, record_hash FROM audit.chain_head FOR UPDATE")
+            # One round trip: lock the head and learn which ids the log already holds.
+            cursor = await conn.execute(
+                "SELECT seq, record_hash,"
+                " ARRAY(SELECT prediction_id FROM audit.prediction_requests"
+                "       WHERE prediction_id = ANY(%s)),"
+                " ARRAY(SELECT prediction_id FROM audit.outcomes WHERE prediction_id = ANY(%s))"
+                " FROM audit.chain_head FOR UPDATE",
+                (list(mentioned), outcome_ids),
+            )
             head = await cursor.fetchone()
             if head is None:
                 raise AuditConfigError("audit.chain_head has no row")
-            accepted = await self._accepted(conn, batch)
+            accepted = self._accepted(batch, committed=set(head[2]), with_outcome=set(head[3]))
             seq, prev_hash = int(head[0]), str(head[1])
             rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
             written = []
@@ -550,31 +565,15 @@ class AuditWriter:
                 )
         return written
 
-    async def _accepted(
-        self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
+    @staticmethod
+    def _accepted(
+        batch: list[_Submission], *, committed: set[UUID], with_outcome: set[UUID]
     ) -> list[_Submission]:
-        """The submissions that can be written now.
+        """The submissions that can be written now, given the ids already in the log.
 
         Conflicts with committed records fail at once. Conflicts with another submission of
         this batch are kept in `conflict` and reported only once the batch has committed.
         """
-        mentioned = {s.requires_prediction for s in batch} | {s.new_prediction for s in batch}
-        mentioned.discard(None)
-        committed: set[UUID] = set()
-        with_outcome: set[UUID] = set()
-        if mentioned:
-            cursor = await conn.execute(
-                "SELECT prediction_id FROM audit.prediction_requests WHERE prediction_id = ANY(%s)",
-                (list(mentioned),),
-            )
-            committed = {row[0] for row in await cursor.fetchall()}
-        outcome_ids = [s.outcome_for for s in batch if s.outcome_for is not None]
-        if outcome_ids:
-            cursor = await conn.execute(
-                "SELECT prediction_id FROM audit.outcomes WHERE prediction_id = ANY(%s)",
-                (outcome_ids,),
-            )
-            with_outcome = {row[0] for row in await cursor.fetchall()}
         new_here: set[UUID] = set()
         outcomes_here: set[UUID] = set()
         accepted = []
