@@ -38,11 +38,13 @@ def verify(info: PostgresConnectionInfo) -> str:
         return str(verify_chain(conn))
 
 
-def test_200_concurrent_writes_are_each_committed_once(audit_db, make_record):
+@pytest.mark.parametrize("connections", [1, 3])
+def test_200_concurrent_writes_are_each_committed_once(audit_db, make_record, connections: int):
     records = [make_record() for _ in range(200)]
+    settings = AuditSettings(database_url=audit_db.url, connections=connections, max_batch=16)
 
     async def write_all() -> list[int]:
-        async with AuditWriter(audit_db.url) as writer:
+        async with AuditWriter(settings=settings) as writer:
             receipts = await asyncio.gather(*(writer.record_prediction(*r) for r in records))
             # Each await returned only after commit: a new connection sees them all now.
             assert sorted(recorded_ids(audit_db)) == sorted(r[0].prediction_id for r in records)

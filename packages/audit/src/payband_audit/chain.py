@@ -13,6 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -27,7 +28,7 @@ class RecordKind:
     columns: tuple[str, ...]
     types: tuple[str, ...]
 
-    @property
+    @cached_property
     def json_columns(self) -> frozenset[str]:
         return frozenset(c for c, t in zip(self.columns, self.types, strict=True) if t == "json")
 
@@ -126,9 +127,12 @@ def content_of(kind: RecordKind, values: Sequence[Any]) -> str:
     """
     scalars: dict[str, Any] = {"kind": kind.table}
     texts = []
+    json_columns = kind.json_columns
     for column, value in zip(kind.columns, values, strict=True):
-        if column in kind.json_columns:
+        if column in json_columns:
             texts.append("null" if value is None else value)
+        elif isinstance(value, UUID | datetime):
+            scalars[column] = _default(value)
         else:
             scalars[column] = value
     return "\n".join((canonical_json(scalars), *texts))

@@ -21,6 +21,7 @@ class AuditSettings(BaseSettings):
     retention_days: int = MIN_RETENTION_DAYS
     queue_size: Annotated[int, Field(ge=1)] = 10_000
     max_batch: Annotated[int, Field(ge=1)] = 1_000
+    connections: Annotated[int, Field(ge=1, le=16)] = 1
     write_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     connect_timeout_s: Annotated[int, Field(ge=1)] = 2
     retry_interval_s: Annotated[float, Field(gt=0)] = 0.5

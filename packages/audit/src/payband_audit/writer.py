@@ -154,10 +154,13 @@ class AuditWriter:
         self._conninfo = to_conninfo(database_url or self.settings.database_url)
         self._role = role if role is not None else self.settings.role
         self._queue: asyncio.Queue[_Submission] = asyncio.Queue(self.settings.queue_size)
-        self._conn: psycopg.AsyncConnection[Any] | None = None
+        # Connections not writing a batch now; with more than one, batches overlap.
+        self._idle: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
+        self._open: set[psycopg.AsyncConnection[Any]] = set()
         self._unavailable: str | None = "not started"
         self._closed = False
-        self._inflight: list[_Submission] = []
+        self._waiting: _Submission | None = None
+        self._inflight: dict[asyncio.Task[None], list[_Submission]] = {}
         self._worker: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
 
@@ -172,7 +175,7 @@ class AuditWriter:
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize() + len(self._inflight)
+        return self._queue.qsize() + sum(len(batch) for batch in self._inflight.values())
 
     async def start(self) -> Self:
         """Connect and start the background committer.
@@ -181,7 +184,7 @@ class AuditWriter:
         meanwhile); one that is reachable but not migrated is an AuditConfigError.
         """
         try:
-            self._conn = await self._connect()
+            await self._fill_pool()
             self._unavailable = None
         except AuditUnavailable as error:
             self._mark_unavailable(str(error))
@@ -195,29 +198,34 @@ class AuditWriter:
         with AuditUnavailable, so no caller is left waiting.
         """
         self._closed = True
+        loop = asyncio.get_running_loop()
         if self._worker is not None:
-            deadline = asyncio.get_running_loop().time() + self.settings.write_timeout_s
+            deadline = loop.time() + self.settings.write_timeout_s
             while (
-                (not self._queue.empty() or self._inflight)
+                (not self._queue.empty() or self._inflight or self._waiting)
                 and self._unavailable is None
-                and asyncio.get_running_loop().time() < deadline
+                and loop.time() < deadline
                 and not self._worker.done()
             ):
                 await asyncio.sleep(0.01)
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        for task in list(self._inflight):
+            task.cancel()
+        await asyncio.gather(*self._inflight, return_exceptions=True)
         if self._reconnector is not None:
             self._reconnector.cancel()
             await asyncio.gather(self._reconnector, return_exceptions=True)
         closed = AuditUnavailable("the audit writer closed before the record was committed")
-        for submission in self._inflight:
-            submission.fail(closed)
-        self._inflight = []
+        for batch in self._inflight.values():
+            for submission in batch:
+                submission.fail(closed)
+        self._inflight.clear()
+        if self._waiting is not None:
+            self._waiting.fail(closed)
         self._fail_queued(closed)
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._conn.close(), 1.0)
-            self._conn = None
+        for conn in list(self._open):
+            await self._drop(conn)
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -425,86 +433,108 @@ class AuditWriter:
             )
         return conn
 
+    async def _fill_pool(self) -> None:
+        while len(self._open) < self.settings.connections:
+            conn = await self._connect()
+            self._open.add(conn)
+            self._idle.put_nowait(conn)
+
     def _mark_unavailable(self, reason: str) -> None:
         if self._unavailable is None:
             logger.warning("audit log unavailable: %s", reason)
         self._unavailable = reason
-        self._fail_queued(AuditUnavailable(f"the audit log is unavailable: {reason}"))
-        if self._reconnector is None or self._reconnector.done():
+        error = AuditUnavailable(f"the audit log is unavailable: {reason}")
+        if self._waiting is not None:
+            self._waiting.fail(error)
+        self._fail_queued(error)
+        if not self._closed and (self._reconnector is None or self._reconnector.done()):
             self._reconnector = asyncio.create_task(self._reconnect(), name="audit-reconnect")
 
     def _fail_queued(self, error: AuditError) -> None:
         while not self._queue.empty():
             self._queue.get_nowait().fail(error)
 
-    async def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), 1.0)
+    async def _drop(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._open.discard(conn)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(), 1.0)
 
     async def _reconnect(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.settings.retry_interval_s)
             try:
-                conn = await self._connect()
+                await self._fill_pool()
             except (AuditError, psycopg.Error, OSError) as error:
                 self._unavailable = str(error) or type(error).__name__
                 continue
-            await self._drop_connection()
-            self._conn = conn
             self._unavailable = None
             logger.info("audit log available again")
             return
 
     async def _commit_loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            self._waiting = await self._queue.get()
+            # While both connections are busy, more submissions gather for the next batch.
+            conn = await self._idle.get()
+            first, self._waiting = self._waiting, None
             # One turn of the event loop lets callers just answered by the last commit queue
             # their next records, so they join this transaction instead of the next.
             await asyncio.sleep(0)
-            await asyncio.sleep(0)
+            batch = [first]
             while len(batch) < self.settings.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            self._inflight = batch
-            try:
-                await self._commit(batch)
-            except Exception:
-                # Never let the committer die: fail this batch and go on.
-                logger.exception("audit writer failed a batch")
-                for submission in batch:
-                    submission.fail(AuditUnavailable("the audit writer failed unexpectedly"))
-            finally:
-                self._inflight = []
+            task = asyncio.create_task(self._run_batch(conn, batch), name="audit-batch")
+            self._inflight[task] = batch
 
-    async def _commit(self, batch: list[_Submission]) -> None:
+    async def _run_batch(
+        self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
+    ) -> None:
+        try:
+            healthy = await self._commit(conn, batch)
+        except Exception:
+            # Never leave a caller waiting: fail this batch, keep the writer going.
+            logger.exception("audit writer failed a batch")
+            for submission in batch:
+                submission.fail(AuditUnavailable("the audit writer failed unexpectedly"))
+            healthy = False
+        finally:
+            self._inflight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+        if healthy and conn in self._open:
+            self._idle.put_nowait(conn)
+        else:
+            await self._drop(conn)
+
+    async def _commit(self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission]) -> bool:
+        """Commit a batch on `conn`; False when the connection is no longer usable."""
         batch = [submission for submission in batch if not submission.future.done()]
         if not batch:
-            return
-        if self._conn is None or self._unavailable is not None:
+            return True
+        if self._unavailable is not None:
             error = AuditUnavailable(f"the audit log is unavailable: {self._unavailable}")
             for submission in batch:
                 submission.fail(error)
-            return
+            return True
         try:
             # The server's statement timeout cannot help when the connection itself hangs.
             async with asyncio.timeout(self.settings.write_timeout_s + 1.0):
-                written = await self._write(self._conn, batch)
+                written = await self._write(conn, batch)
         except Exception as error:  # noqa: BLE001 - every failure must answer the waiting callers
-            await self._failed(batch, error)
-            return
+            return await self._failed(conn, batch, error)
         for submission, receipt in written:
             submission.succeed(receipt)
         for submission in batch:
             if submission.conflict is not None:
                 submission.fail(submission.conflict)
+        return True
 
-    async def _failed(self, batch: list[_Submission], error: Exception) -> None:
+    async def _failed(
+        self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission], error: Exception
+    ) -> bool:
         if isinstance(error, TRANSIENT_ERRORS):
             busy = AuditUnavailable(f"the audit database is busy: {first_line(error)}")
             for submission in batch:
                 submission.fail(busy)
-            return
+            return True
         if isinstance(error, TimeoutError) or _is_connection_error(error):
             reason = first_line(error) if str(error).strip() else "no answer in time"
             # Unavailable before any caller resumes, so none of them sees the writer as up.
@@ -512,16 +542,17 @@ class AuditWriter:
             unavailable = AuditUnavailable(f"the audit log is unavailable: {reason}")
             for submission in batch:
                 submission.fail(unavailable)
-            await self._drop_connection()
-            return
+            return False
         if len(batch) == 1:
             logger.error("audit record refused: %s", first_line(error))
             batch[0].fail(AuditRejected(f"the audit record was refused: {first_line(error)}"))
-            return
+            return True
         # One bad record must not fail the others: commit each on its own.
         for submission in batch:
             submission.conflict = None
-            await self._commit([submission])
+            if not await self._commit(conn, [submission]):
+                return False
+        return True
 
     async def _write(
         self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission]

@@ -52,8 +52,6 @@ CREATE TABLE audit.prediction_requests (
 CREATE INDEX prediction_requests_received_at ON audit.prediction_requests (received_at);
 CREATE INDEX prediction_requests_model
     ON audit.prediction_requests (model_name, model_version, received_at);
-CREATE INDEX prediction_requests_model_version
-    ON audit.prediction_requests (model_version, received_at);
 
 CREATE TABLE audit.prediction_responses (
     seq bigint NOT NULL UNIQUE,
