@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from payband import __version__
+from payband_contracts.cli_support import add_version_option
 
 app = typer.Typer(
     help="payband: salary-band prediction built as a high-risk AI system under the EU AI Act.",
@@ -16,19 +15,11 @@ app = typer.Typer(
 )
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"payband {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-) -> None:
-    """payband: salary-band prediction built as a high-risk AI system under the EU AI Act."""
+add_version_option(
+    app,
+    f"payband {__version__}",
+    "payband: salary-band prediction built as a high-risk AI system under the EU AI Act.",
+)
 
 
 @app.command()

@@ -226,3 +226,9 @@ def test_every_exported_model_has_a_schema_with_its_name():
         assert schema["$id"] == f"urn:payband:contracts:{name}:1"
         assert schema["title"] == model.__name__
     assert EXPORTED_MODELS["candidate"] is Candidate
+
+
+def test_cli_version_names_the_schema_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"payband-contracts 0.1.0 (schema version {SCHEMA_VERSION})"

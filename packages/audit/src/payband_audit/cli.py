@@ -19,6 +19,7 @@ from payband_audit.errors import AuditError
 from payband_audit.purge import purge_expired
 from payband_audit.settings import AuditSettings, check_retention
 from payband_audit.verify import verify_chain
+from payband_contracts.cli_support import add_version_option
 
 app = typer.Typer(
     help="The audit log of payband: migrate, verify, purge and export.",
@@ -212,19 +213,11 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"payband-audit {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-) -> None:
-    """The audit log of payband: migrate, verify, purge and export."""
+add_version_option(
+    app,
+    f"payband-audit {__version__}",
+    "The audit log of payband: migrate, verify, purge and export.",
+)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import typer
 
 from payband_contracts import __version__
 from payband_contracts.catalogue import FEATURE_CATALOGUE
+from payband_contracts.cli_support import add_version_option
 from payband_contracts.schemas import (
     SCHEMA_VERSION,
     SchemaCheck,
@@ -100,19 +101,11 @@ def catalogue() -> None:
         typer.echo(f"    {spec.rule}")
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"payband-contracts {__version__} (schema version {SCHEMA_VERSION})")
-        raise typer.Exit()
-
-
-@app.callback()
-def main_options(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-) -> None:
-    """The contracts every payband process shares."""
+add_version_option(
+    app,
+    f"payband-contracts {__version__} (schema version {SCHEMA_VERSION})",
+    "The contracts every payband process shares.",
+)
 
 
 def main() -> None:
