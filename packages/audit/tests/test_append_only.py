@@ -14,6 +14,7 @@ RECORD_TABLES = [
     "outcomes",
     "reviews",
     "purges",
+    "purged_ranges",
 ]
 
 
@@ -55,7 +56,10 @@ def test_every_record_table_has_the_triggers(audit_db: PostgresConnectionInfo, t
                 (f"audit.{table}",),
             )
         }
-    assert triggers == {"append_only", "append_only_truncate"}
+    expected = {"append_only", "append_only_truncate"}
+    if table not in {"purges", "purged_ranges"}:
+        expected |= {"appended_after_head", "head_covers_record"}
+    assert triggers == expected
 
 
 def test_purging_flag_does_not_open_the_purges_table(written: PostgresConnectionInfo):
@@ -116,3 +120,35 @@ def test_writer_works_as_the_writer_role(audit_db: PostgresConnectionInfo, make_
             return receipt.seq
 
     assert asyncio.run(write()) == 2
+
+
+FORGED_REQUEST = (
+    "INSERT INTO audit.prediction_requests (seq, prediction_id, received_at, caller, prev_hash,"
+    " record_hash) SELECT %s, gen_random_uuid(), now(), 'forger', record_hash, repeat('f', 64)"
+    " FROM audit.chain_head"
+)
+
+
+def test_writer_role_cannot_write_into_the_past(written: PostgresConnectionInfo):
+    # Seq 2 is the response's: another table, so only the chain head can refuse it.
+    with (
+        as_role(written, "payband_audit_writer") as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="after the chain head"),
+    ):
+        conn.execute(FORGED_REQUEST, (2,))
+
+
+def test_writer_role_cannot_park_a_record_at_the_next_seq(
+    written: PostgresConnectionInfo, make_record
+):
+    # A record at head + 1 that does not move the head would block every honest writer.
+    with as_role(written, "payband_audit_writer") as conn:
+        conn.execute(FORGED_REQUEST, (3,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="without moving the chain"):
+            conn.commit()
+
+    async def write() -> None:
+        async with AuditWriter(written.url) as writer:
+            await writer.record_prediction(*make_record())
+
+    asyncio.run(write())

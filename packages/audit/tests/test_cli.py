@@ -129,6 +129,18 @@ def test_purge_refuses_short_retention(audit_db):
     assert "minimum of 180 days" in result.stderr
 
 
+def test_purge_refuses_absurd_retention(audit_db):
+    result = run("purge", "--url", audit_db.url, "--retention-days", "3000000000")
+    assert_one_line_error(result, "longer than 36500 days")
+
+
+def test_export_needs_a_known_format(audit_db, tmp_path: Path):
+    result = run("export", str(tmp_path / "log.xlsx"), "--url", audit_db.url)
+    assert_one_line_error(result, "name it .parquet or .csv")
+    result = run("export", str(tmp_path / "log.xlsx"), "--url", audit_db.url, "--format", "csv")
+    assert result.returncode == 0, result.stderr
+
+
 def test_purge_as_the_purger_role(audit_db):
     result = run("purge", "--url", audit_db.url, "--role", "payband_audit_purger")
     assert result.returncode == 0, result.stderr

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import psycopg
 import typer
@@ -55,7 +55,7 @@ def _settings() -> AuditSettings:
         _fail(f"invalid setting: {problems}")
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
+def _fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -183,7 +183,12 @@ def export(
     from payband_audit.reader import AuditReader  # pandas: only when needed
 
     settings = _settings()
-    chosen = file_format or (ExportFormat.csv if output.suffix == ".csv" else ExportFormat.parquet)
+    by_suffix = {".csv": ExportFormat.csv, ".parquet": ExportFormat.parquet}
+    chosen = file_format or by_suffix.get(output.suffix.lower())
+    if chosen is None:
+        _fail(
+            f"cannot tell the format of {output.name}: name it .parquet or .csv, or pass --format"
+        )
 
     def run() -> int:
         with AuditReader(_url(url), settings=settings, role=role or settings.role) as reader:

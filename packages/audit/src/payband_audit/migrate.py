@@ -26,7 +26,7 @@ def alembic_config(database_url: str) -> Config:
 
 
 def _unavailable(database_url: str, error: DBAPIError) -> AuditUnavailable:
-    detail = str(error.orig).strip().splitlines()[-1] if error.orig else str(error)
+    detail = first_line(error.orig) if error.orig else first_line(error)
     where = describe(to_conninfo(database_url))
     return AuditUnavailable(f"cannot migrate the audit database at {where}: {detail}")
 

@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Art. 19 of the AI Act: logs are kept for at least six months.
 MIN_RETENTION_DAYS = 180
+MAX_RETENTION_DAYS = 36_500
 
 
 class AuditSettings(BaseSettings):
@@ -34,8 +35,10 @@ class AuditSettings(BaseSettings):
 
 
 def check_retention(days: int) -> None:
-    """Refuse a retention period shorter than the legal minimum."""
+    """Refuse a retention period shorter than the legal minimum (or absurdly long)."""
     if days < MIN_RETENTION_DAYS:
         raise ValueError(
             f"retention of {days} days is shorter than the minimum of {MIN_RETENTION_DAYS} days"
         )
+    if days > MAX_RETENTION_DAYS:
+        raise ValueError(f"retention of {days} days is longer than {MAX_RETENTION_DAYS} days")

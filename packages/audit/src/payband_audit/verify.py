@@ -109,11 +109,12 @@ def verify_chain(conn: psycopg.Connection) -> Verification:
         try:
             purges, gaps = _purge_gaps(conn)
             expected_seq, expected_prev = 1, GENESIS_HASH
+            previous = "the start of the chain"
             streams = [_rows(conn, kind) for kind in KINDS]
             for seq, kind, row in heapq.merge(*streams, key=lambda item: item[0]):
                 name = _name(kind, row)
                 if seq < expected_seq:
-                    raise _Broken(f"{name}: seq {seq} appears twice")
+                    raise _Broken(f"{name}: its seq is also the seq of {previous}")
                 expected_seq, expected_prev = _skip_gaps(
                     expected_seq, seq, expected_prev, gaps, name
                 )
@@ -123,11 +124,16 @@ def verify_chain(conn: psycopg.Connection) -> Verification:
                 if chain_hash(prev_hash, content_of(kind, values)) != record_hash:
                     raise _Broken(f"{name}: contents do not match its hash")
                 records += 1
-                expected_seq, expected_prev = seq + 1, record_hash
+                expected_seq, expected_prev, previous = seq + 1, record_hash, name
             head = conn.execute("SELECT seq, record_hash FROM audit.chain_head").fetchone()
             if head is None:
                 raise _Broken("the chain head is missing")
             head_seq, head_hash = int(head[0]), str(head[1])
+            if head_seq < expected_seq - 1:
+                raise _Broken(
+                    f"{previous}: lies past the chain head (seq {head_seq}), written without "
+                    "moving the head"
+                )
             end = (
                 f"the chain head is at seq {head_seq} but the chain ends at seq "
                 f"{expected_seq - 1}: records at the end are missing"

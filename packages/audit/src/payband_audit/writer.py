@@ -157,6 +157,7 @@ class AuditWriter:
         # Connections not writing a batch now; with more than one, batches overlap.
         self._idle: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._open: set[psycopg.AsyncConnection[Any]] = set()
+        self._stale: list[psycopg.AsyncConnection[Any]] = []
         self._unavailable: str | None = "not started"
         self._closed = False
         self._waiting: _Submission | None = None
@@ -188,6 +189,10 @@ class AuditWriter:
             self._unavailable = None
         except AuditUnavailable as error:
             self._mark_unavailable(str(error))
+        except AuditConfigError:
+            for conn in list(self._open):
+                await self._drop(conn)
+            raise
         self._worker = asyncio.create_task(self._commit_loop(), name="audit-writer")
         return self
 
@@ -210,22 +215,23 @@ class AuditWriter:
                 await asyncio.sleep(0.01)
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
+        closed = AuditUnavailable("the audit writer closed before the record was committed")
+        unfinished = [s for batch in self._inflight.values() for s in batch]
         for task in list(self._inflight):
             task.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
         if self._reconnector is not None:
             self._reconnector.cancel()
             await asyncio.gather(self._reconnector, return_exceptions=True)
-        closed = AuditUnavailable("the audit writer closed before the record was committed")
-        for batch in self._inflight.values():
-            for submission in batch:
-                submission.fail(closed)
+        for submission in unfinished:
+            submission.fail(closed)
         self._inflight.clear()
         if self._waiting is not None:
             self._waiting.fail(closed)
         self._fail_queued(closed)
-        for conn in list(self._open):
+        for conn in [*self._open, *self._stale]:
             await self._drop(conn)
+        self._stale.clear()
 
     async def __aenter__(self) -> Self:
         return await self.start()
@@ -434,8 +440,14 @@ class AuditWriter:
         return conn
 
     async def _fill_pool(self) -> None:
+        """Open connections up to the pool size; enough if at least one is open."""
         while len(self._open) < self.settings.connections:
-            conn = await self._connect()
+            try:
+                conn = await self._connect()
+            except AuditUnavailable:
+                if self._open:
+                    return
+                raise
             self._open.add(conn)
             self._idle.put_nowait(conn)
 
@@ -447,6 +459,9 @@ class AuditWriter:
         if self._waiting is not None:
             self._waiting.fail(error)
         self._fail_queued(error)
+        # Idle connections went through the same outage: open fresh ones when it is over.
+        while not self._idle.empty():
+            self._stale.append(self._idle.get_nowait())
         if not self._closed and (self._reconnector is None or self._reconnector.done()):
             self._reconnector = asyncio.create_task(self._reconnect(), name="audit-reconnect")
 
@@ -460,6 +475,8 @@ class AuditWriter:
             await asyncio.wait_for(conn.close(), 1.0)
 
     async def _reconnect(self) -> None:
+        while self._stale:
+            await self._drop(self._stale.pop())
         while not self._closed:
             await asyncio.sleep(self.settings.retry_interval_s)
             try:
@@ -474,17 +491,17 @@ class AuditWriter:
     async def _commit_loop(self) -> None:
         while True:
             self._waiting = await self._queue.get()
-            # While both connections are busy, more submissions gather for the next batch.
+            # While every connection is busy, more submissions gather for the next batch.
             conn = await self._idle.get()
-            first, self._waiting = self._waiting, None
             # One turn of the event loop lets callers just answered by the last commit queue
             # their next records, so they join this transaction instead of the next.
             await asyncio.sleep(0)
-            batch = [first]
+            batch = [self._waiting]
             while len(batch) < self.settings.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             task = asyncio.create_task(self._run_batch(conn, batch), name="audit-batch")
             self._inflight[task] = batch
+            self._waiting = None
 
     async def _run_batch(
         self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
@@ -492,13 +509,17 @@ class AuditWriter:
         try:
             healthy = await self._commit(conn, batch)
         except Exception:
-            # Never leave a caller waiting: fail this batch, keep the writer going.
+            # Never leave a caller waiting: fail this batch, start afresh, keep going.
             logger.exception("audit writer failed a batch")
+            self._mark_unavailable("the audit writer failed unexpectedly")
             for submission in batch:
                 submission.fail(AuditUnavailable("the audit writer failed unexpectedly"))
             healthy = False
         finally:
             self._inflight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            for submission in batch:
+                # Cancelled (by close()): whatever is unanswered was not committed.
+                submission.fail(AuditUnavailable("the audit writer stopped before committing"))
         if healthy and conn in self._open:
             self._idle.put_nowait(conn)
         else:
@@ -543,6 +564,10 @@ class AuditWriter:
             for submission in batch:
                 submission.fail(unavailable)
             return False
+        if len(batch) == 1 and isinstance(error, psycopg.errors.ForeignKeyViolation):
+            # Its prediction was purged between the check and the commit.
+            batch[0].fail(UnknownPrediction("the prediction is no longer in the audit log"))
+            return True
         if len(batch) == 1:
             logger.error("audit record refused: %s", first_line(error))
             batch[0].fail(AuditRejected(f"the audit record was refused: {first_line(error)}"))
@@ -573,6 +598,8 @@ class AuditWriter:
             head = await cursor.fetchone()
             if head is None:
                 raise AuditConfigError("audit.chain_head has no row")
+            # Callers who gave up while this waited for the head are not written at all.
+            batch = [submission for submission in batch if not submission.future.done()]
             accepted = self._accepted(batch, committed=set(head[2]), with_outcome=set(head[3]))
             seq, prev_hash = int(head[0]), str(head[1])
             rows: dict[str, list[tuple[Any, ...]]] = defaultdict(list)

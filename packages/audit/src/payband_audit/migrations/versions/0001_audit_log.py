@@ -124,17 +124,6 @@ CREATE TABLE audit.purged_ranges (
     purge_id bigint NOT NULL REFERENCES audit.purges
 );
 
--- Per prediction: the span of its records in the chain and its latest activity.
-CREATE VIEW audit.prediction_activity AS
-SELECT prediction_id, min(seq) AS first_seq, max(seq) AS last_seq, max(at) AS last_at
-FROM (
-    SELECT prediction_id, seq, received_at AS at FROM audit.prediction_requests
-    UNION ALL SELECT prediction_id, seq, recorded_at FROM audit.prediction_responses
-    UNION ALL SELECT prediction_id, seq, recorded_at FROM audit.prediction_errors
-    UNION ALL SELECT prediction_id, seq, recorded_at FROM audit.outcomes
-    UNION ALL SELECT prediction_id, seq, recorded_at FROM audit.reviews
-) AS entries
-GROUP BY prediction_id;
 """
 
 APPEND_ONLY = """
@@ -181,6 +170,31 @@ CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON audit.chain_head
     FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change();
 """
 
+APPENDS_AT_THE_HEAD = """
+-- Records are appended only after the head, and only by a transaction that moves the head
+-- over them: nobody can write into the past or park a record where the next one must go.
+CREATE FUNCTION audit.inserted_after_head() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT FROM inserted WHERE seq <= (SELECT h.seq FROM audit.chain_head AS h)) THEN
+        RAISE EXCEPTION 'audit records are appended after the chain head only'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+CREATE FUNCTION audit.head_covers_record() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NEW.seq > (SELECT h.seq FROM audit.chain_head AS h) THEN
+        RAISE EXCEPTION 'record seq % was written without moving the chain head over it',
+            NEW.seq USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+"""
+
 PURGE = """
 CREATE FUNCTION audit.purge_expired(retention_days integer)
 RETURNS TABLE (purge_id bigint, cutoff timestamptz, deleted jsonb, ranges bigint)
@@ -202,15 +216,26 @@ BEGIN
         RAISE EXCEPTION 'retention of % days is shorter than the minimum of 180 days',
             retention_days USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    -- Writers wait while records leave the chain.
-    PERFORM FROM audit.chain_head FOR UPDATE;
     v_cutoff := v_now - make_interval(days => retention_days);
-
+    DROP TABLE IF EXISTS payband_candidates, payband_expired, payband_ranges;
+    -- Candidates come from the time index before the lock, so writers wait only while the
+    -- candidates are checked and deleted, not while the whole log is read.
+    CREATE TEMP TABLE payband_candidates ON COMMIT DROP AS
+        SELECT r.prediction_id FROM audit.prediction_requests AS r
+        WHERE r.received_at < v_cutoff;
+    PERFORM FROM audit.chain_head FOR UPDATE;
     -- A prediction goes as a whole, once all its records (request, answer, outcome,
     -- reviews) are older than the cutoff.
-    DROP TABLE IF EXISTS payband_expired, payband_ranges;
     CREATE TEMP TABLE payband_expired ON COMMIT DROP AS
-        SELECT a.prediction_id FROM audit.prediction_activity AS a WHERE a.last_at < v_cutoff;
+        SELECT c.prediction_id FROM payband_candidates AS c
+        WHERE NOT EXISTS (SELECT FROM audit.prediction_responses AS x
+                          WHERE x.prediction_id = c.prediction_id AND x.recorded_at >= v_cutoff)
+          AND NOT EXISTS (SELECT FROM audit.prediction_errors AS x
+                          WHERE x.prediction_id = c.prediction_id AND x.recorded_at >= v_cutoff)
+          AND NOT EXISTS (SELECT FROM audit.outcomes AS x
+                          WHERE x.prediction_id = c.prediction_id AND x.recorded_at >= v_cutoff)
+          AND NOT EXISTS (SELECT FROM audit.reviews AS x
+                          WHERE x.prediction_id = c.prediction_id AND x.recorded_at >= v_cutoff);
     -- The runs of consecutive seqs that leave the chain, and the hash that ends each run.
     CREATE TEMP TABLE payband_ranges ON COMMIT DROP AS
         SELECT min(d.seq) AS first_seq, max(d.seq) AS last_seq,
@@ -218,13 +243,17 @@ BEGIN
         FROM (
             SELECT e.seq, e.record_hash, e.seq - row_number() OVER (ORDER BY e.seq) AS run
             FROM (
-                SELECT seq, record_hash, prediction_id FROM audit.prediction_requests
-                UNION ALL SELECT seq, record_hash, prediction_id FROM audit.prediction_responses
-                UNION ALL SELECT seq, record_hash, prediction_id FROM audit.prediction_errors
-                UNION ALL SELECT seq, record_hash, prediction_id FROM audit.outcomes
-                UNION ALL SELECT seq, record_hash, prediction_id FROM audit.reviews
+                SELECT t.seq, t.record_hash FROM audit.prediction_requests AS t
+                    JOIN payband_expired USING (prediction_id)
+                UNION ALL SELECT t.seq, t.record_hash FROM audit.prediction_responses AS t
+                    JOIN payband_expired USING (prediction_id)
+                UNION ALL SELECT t.seq, t.record_hash FROM audit.prediction_errors AS t
+                    JOIN payband_expired USING (prediction_id)
+                UNION ALL SELECT t.seq, t.record_hash FROM audit.outcomes AS t
+                    JOIN payband_expired USING (prediction_id)
+                UNION ALL SELECT t.seq, t.record_hash FROM audit.reviews AS t
+                    JOIN payband_expired USING (prediction_id)
             ) AS e
-            WHERE e.prediction_id IN (SELECT x.prediction_id FROM payband_expired AS x)
         ) AS d
         GROUP BY d.run;
     SELECT count(*), encode(sha256(convert_to(coalesce(string_agg(
@@ -301,6 +330,18 @@ def upgrade() -> None:
         op.execute(
             f"CREATE TRIGGER append_only_truncate BEFORE TRUNCATE ON audit.{table} "
             "FOR EACH STATEMENT EXECUTE FUNCTION audit.refuse_change()"
+        )
+    op.execute(APPENDS_AT_THE_HEAD)
+    for table in RECORD_TABLES:
+        op.execute(
+            f"CREATE TRIGGER appended_after_head AFTER INSERT ON audit.{table} "
+            "REFERENCING NEW TABLE AS inserted "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit.inserted_after_head()"
+        )
+        op.execute(
+            f"CREATE CONSTRAINT TRIGGER head_covers_record AFTER INSERT ON audit.{table} "
+            "DEFERRABLE INITIALLY DEFERRED "
+            "FOR EACH ROW EXECUTE FUNCTION audit.head_covers_record()"
         )
     op.execute(PURGE)
     op.execute(CREATE_ROLES)
