@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -162,7 +162,9 @@ class AuditWriter:
         self._closed = False
         self._waiting: _Submission | None = None
         self._inflight: dict[asyncio.Task[None], list[_Submission]] = {}
+        self._deadlines: deque[tuple[float, asyncio.Future[Receipt]]] = deque()
         self._worker: asyncio.Task[None] | None = None
+        self._expirer: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
 
     @property
@@ -194,6 +196,7 @@ class AuditWriter:
                 await self._drop(conn)
             raise
         self._worker = asyncio.create_task(self._commit_loop(), name="audit-writer")
+        self._expirer = asyncio.create_task(self._expire_loop(), name="audit-expirer")
         return self
 
     async def close(self) -> None:
@@ -220,9 +223,10 @@ class AuditWriter:
         for task in list(self._inflight):
             task.cancel()
         await asyncio.gather(*self._inflight, return_exceptions=True)
-        if self._reconnector is not None:
-            self._reconnector.cancel()
-            await asyncio.gather(self._reconnector, return_exceptions=True)
+        for task in (self._reconnector, self._expirer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for submission in unfinished:
             submission.fail(closed)
         self._inflight.clear()
@@ -381,23 +385,17 @@ class AuditWriter:
             raise AuditUnavailable("the audit writer has stopped")
         if self._unavailable is not None:
             raise AuditUnavailable(f"the audit log is unavailable: {self._unavailable}")
-        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Receipt] = loop.create_future()
         try:
             self._queue.put_nowait(_Submission(entries, future, **checks))
         except asyncio.QueueFull:
             raise AuditUnavailable(
                 f"the audit queue is full ({self._queue.maxsize} records waiting)"
             ) from None
-        try:
-            async with asyncio.timeout(self.settings.write_timeout_s):
-                return await future
-        except TimeoutError:
-            # The timeout cancelled the submission: not yet taken into a transaction, it never
-            # will be; already in one, it may still commit, leaving a record of a request that
-            # the caller then refuses to answer.
-            raise AuditUnavailable(
-                f"the audit record was not committed within {self.settings.write_timeout_s:g} s"
-            ) from None
+        # One timeout for all: submissions expire in the order they came (see _expire_loop).
+        self._deadlines.append((loop.time() + self.settings.write_timeout_s, future))
+        return await future
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         timeout_ms = max(1, int(self.settings.write_timeout_s * 1000))
@@ -487,6 +485,28 @@ class AuditWriter:
             self._unavailable = None
             logger.info("audit log available again")
             return
+
+    async def _expire_loop(self) -> None:
+        """Fail submissions not committed within the write timeout.
+
+        A submission that expires before its transaction takes the chain head is never
+        written; one already being written may still commit, leaving a record of a request
+        that the caller then refuses to answer (never the reverse).
+        """
+        loop = asyncio.get_running_loop()
+        timeout = self.settings.write_timeout_s
+        tick = min(0.05, timeout / 10)
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            while self._deadlines and (
+                self._deadlines[0][1].done() or self._deadlines[0][0] <= now
+            ):
+                _, future = self._deadlines.popleft()
+                if not future.done():
+                    future.set_exception(
+                        AuditUnavailable(f"the audit record was not committed within {timeout:g} s")
+                    )
 
     async def _commit_loop(self) -> None:
         while True:
