@@ -126,6 +126,13 @@ def test_unmigrated_database(postgres_database):
         AuditReader(postgres_database.url)
 
 
+def test_options_in_the_url_are_kept(audit_db):
+    url = f"{audit_db.url}?options=-c%20application_name%3Dauditor"
+    with AuditReader(url) as reader:
+        row = reader._conn.execute("SELECT current_setting('application_name') AS name").fetchone()
+    assert row == {"name": "auditor"}
+
+
 def test_unknown_role(audit_db):
     with pytest.raises(AuditConfigError, match="cannot act as role 'nobody_here'"):
         AuditReader(audit_db.url, role="nobody_here")

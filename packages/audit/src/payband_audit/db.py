@@ -19,6 +19,12 @@ SESSION_OPTIONS = (
 )
 
 
+def with_options(conninfo: str, options: str) -> str:
+    """Server options after those the URL already carries (ours win where both set one)."""
+    given = conninfo_to_dict(conninfo).get("options")
+    return f"{given} {options}" if given else options
+
+
 def first_line(error: BaseException) -> str:
     """The most telling line of a (libpq) error message."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
@@ -75,7 +81,11 @@ def connect(
     conninfo = to_conninfo(url)
     try:
         conn = psycopg.connect(
-            make_conninfo(conninfo, connect_timeout=connect_timeout, options=SESSION_OPTIONS),
+            make_conninfo(
+                conninfo,
+                connect_timeout=connect_timeout,
+                options=with_options(conninfo, SESSION_OPTIONS),
+            ),
             autocommit=autocommit,
         )
     except psycopg.OperationalError as error:

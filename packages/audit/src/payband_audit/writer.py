@@ -35,7 +35,7 @@ from payband_audit.chain import (
     chain_hash,
     content_of,
 )
-from payband_audit.db import SESSION_OPTIONS, describe, first_line, to_conninfo
+from payband_audit.db import SESSION_OPTIONS, describe, first_line, to_conninfo, with_options
 from payband_audit.errors import (
     AuditConfigError,
     AuditError,
@@ -409,7 +409,10 @@ class AuditWriter:
             keepalives_count=3,
             tcp_user_timeout=timeout_ms,
             # Durable commits whatever the server's default; a stuck statement ends in time.
-            options=f"{SESSION_OPTIONS} -c synchronous_commit=on -c statement_timeout={timeout_ms}",
+            options=with_options(
+                self._conninfo,
+                f"{SESSION_OPTIONS} -c synchronous_commit=on -c statement_timeout={timeout_ms}",
+            ),
         )
         try:
             conn = await psycopg.AsyncConnection.connect(conninfo)
