@@ -361,3 +361,34 @@ def test_naive_timestamps_are_refused(audit_db, make_record):
                 )
 
     asyncio.run(scenario())
+
+
+def test_a_pool_recovers_fully_after_an_outage(make_record):
+    with EmbeddedPostgres() as server:
+        info = server.create_database("pool")
+        upgrade(info.url)
+        settings = AuditSettings(
+            database_url=info.url, connections=3, retry_interval_s=0.2, connect_timeout_s=1
+        )
+
+        async def scenario() -> int:
+            async with AuditWriter(settings=settings) as writer:
+                await asyncio.gather(*(writer.record_prediction(*make_record()) for _ in range(30)))
+                server.restart()
+                # The first write after the restart finds a dead connection: refused, not lost.
+                with pytest.raises(AuditUnavailable):
+                    await writer.record_prediction(*make_record())
+                deadline = time.perf_counter() + 15
+                while not writer.available and time.perf_counter() < deadline:
+                    await asyncio.sleep(0.05)
+                flips = 0
+                for _ in range(30):
+                    try:
+                        await writer.record_prediction(*make_record())
+                    except AuditUnavailable:
+                        flips += 1
+                        await asyncio.sleep(0.3)
+                return flips
+
+        assert asyncio.run(scenario()) == 0
+        assert verify(info).startswith("ok ")

@@ -462,7 +462,9 @@ class AuditWriter:
         self._fail_queued(error)
         # Idle connections went through the same outage: open fresh ones when it is over.
         while not self._idle.empty():
-            self._stale.append(self._idle.get_nowait())
+            stale = self._idle.get_nowait()
+            self._open.discard(stale)
+            self._stale.append(stale)
         if not self._closed and (self._reconnector is None or self._reconnector.done()):
             self._reconnector = asyncio.create_task(self._reconnect(), name="audit-reconnect")
 
@@ -476,9 +478,9 @@ class AuditWriter:
             await asyncio.wait_for(conn.close(), 1.0)
 
     async def _reconnect(self) -> None:
-        while self._stale:
-            await self._drop(self._stale.pop())
         while not self._closed:
+            while self._stale:
+                await self._drop(self._stale.pop())
             await asyncio.sleep(self.settings.retry_interval_s)
             try:
                 await self._fill_pool()
