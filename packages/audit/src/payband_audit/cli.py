@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
@@ -60,26 +59,20 @@ def _fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-@contextmanager
-def _errors_in_one_line() -> Iterator[None]:
+def _url(url: str | None) -> str:
+    return url or _settings().database_url
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run `action`; an error a user can cause ends in one `error:` line, not a traceback."""
     try:
-        yield
+        return action()
     except AuditError as error:
         _fail(str(error))
     except psycopg.Error as error:
         _fail(first_line(error))
     except OSError as error:
         _fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
-
-
-def _url(url: str | None) -> str:
-    return url or _settings().database_url
-
-
-def _run(action: Callable[[], T]) -> T:
-    with _errors_in_one_line():
-        return action()
-    raise AssertionError("unreachable")
 
 
 @app.command()

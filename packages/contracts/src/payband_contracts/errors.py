@@ -62,7 +62,6 @@ _TYPE_RULES = {
     "timezone_aware": "date-time with a time zone",
     "json_invalid": "valid JSON",
     "json_type": "valid JSON",
-    "string_pattern_mismatch": "pattern",
 }
 
 
@@ -142,7 +141,7 @@ def rule_for(error: ErrorDetails, schema: dict[str, Any] | None = None) -> str:
         return f"{'at most' if error_type == 'string_too_long' else 'at least'} {limit} characters"
     if error_type == "string_pattern_mismatch":
         return f"pattern {ctx.get('pattern')}"
-    if error_type in {"literal_error"}:
+    if error_type == "literal_error":
         return f"one of: {ctx.get('expected')}"
     return _TYPE_RULES.get(error_type, error_type)
 
