@@ -12,10 +12,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from payband_testing.lakefs import LakeFSTestServer
 from payband_testing.postgres import EmbeddedPostgres, PostgresConnectionInfo
 from payband_testing.s3 import MotoS3Server, S3Bucket, S3Endpoint, delete_bucket
 
 __all__ = [
+    "lakefs_server",
     "postgres_database",
     "postgres_module_database",
     "postgres_server",
@@ -109,3 +111,16 @@ def s3_bucket(request: pytest.FixtureRequest, s3_endpoint: S3Endpoint) -> Iterat
     finally:
         delete_bucket(client, name)
         client.close()
+
+
+@pytest.fixture
+def lakefs_server() -> Iterator[LakeFSTestServer]:
+    """An empty, in-memory lakeFS REST test double on 127.0.0.1, for this test only.
+
+    A ``LakeFSTestServer`` (a test server, not lakeFS): ``endpoint`` (``http://127.0.0.1:PORT``,
+    API under ``/api/v1``), ``access_key_id`` / ``secret_access_key`` (random, checked by HTTP
+    Basic auth) and ``requests`` (``(method, path, status)`` served). Starts in milliseconds;
+    stopped with all its connections after the test.
+    """
+    with LakeFSTestServer() as server:
+        yield server
