@@ -1,0 +1,144 @@
+"""payband-data through its console script: ingest, build, snapshot, versions, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from payband_data.settings import DataSettings
+from payband_data.store import open_store
+
+ADULT_ROWS = 48_842
+URI = re.compile(r"^local://(?P<dataset>[a-z/]+)@(?P<version>[0-9a-f]{64})$")
+CLI = Path(sys.executable).with_name("payband-data")
+
+
+@pytest.fixture(scope="module")
+def environment(postgres_module_database, tmp_path_factory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("payband-home")
+    return {
+        **os.environ,
+        "PAYBAND_HOME": str(home),
+        "PAYBAND_DATA_DATABASE_URL": postgres_module_database.url,
+        "COLUMNS": "200",
+    }
+
+
+def payband_data(environment: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *args], env=environment, capture_output=True, text=True, timeout=300
+    )
+
+
+def settings_for(environment: dict[str, str]) -> DataSettings:
+    return DataSettings(
+        store_dir=Path(environment["PAYBAND_HOME"]) / "store",
+        database_url=environment["PAYBAND_DATA_DATABASE_URL"],
+    )
+
+
+def test_version(environment) -> None:
+    result = payband_data(environment, "--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("payband-data 0.")
+
+
+@pytest.fixture(scope="module")
+def adult_raw_uri(environment) -> str:
+    result = payband_data(environment, "ingest", "--source", "adult")
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_ingest_commits_the_adult_files_once(environment, adult_raw_uri) -> None:
+    match = URI.match(adult_raw_uri)
+    assert match, adult_raw_uri
+    assert match["dataset"] == "raw/adult"
+    again = payband_data(environment, "ingest", "--source", "adult")
+    assert again.stdout.strip().splitlines()[-1] == adult_raw_uri, "same files, same version"
+    version = open_store(settings_for(environment)).get(adult_raw_uri)
+    assert version.metadata["row_count"] == str(ADULT_ROWS)
+    assert version.metadata["source"] == "adult"
+    assert set(version.files) == {"adult.data", "adult.test"}
+
+
+@pytest.fixture(scope="module")
+def built(environment, adult_raw_uri) -> subprocess.CompletedProcess[str]:
+    result = payband_data(environment, "build", "--source", "adult")
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_build_loads_the_newest_raw_version_and_runs_dbt(built, adult_raw_uri) -> None:
+    assert f"loaded {ADULT_ROWS} rows of {adult_raw_uri}" in built.stdout
+    summary = built.stdout.strip().splitlines()[-1]
+    assert re.search(r"dbt build.*: \d+ ok, 0 warned, 0 failed", summary), summary
+
+
+def test_snapshot_commits_parquet_with_statistics(environment, built, adult_raw_uri, tmp_path):
+    result = payband_data(environment, "snapshot", "--source", "adult")
+    assert result.returncode == 0, result.stderr
+    uri = result.stdout.strip().splitlines()[-1]
+    assert URI.match(uri)["dataset"] == "features/adult"
+
+    store = open_store(settings_for(environment))
+    version = store.get(uri)
+    files = store.fetch(uri, tmp_path)
+    table = pq.read_table(files["features.parquet"])
+    assert table.num_rows == int(version.metadata["row_count"])
+    assert set(table.column("dataset_uri").to_pylist()) == {adult_raw_uri}
+    assert version.metadata["raw_uri"] == adult_raw_uri
+    assert version.metadata["year"] == "1994"
+    per_band = json.loads(version.metadata["rows_per_band"])
+    per_sex = json.loads(version.metadata["rows_per_sex"])
+    assert set(per_band) == {"<=50K", ">50K"}
+    assert sum(per_band.values()) == sum(per_sex.values()) == table.num_rows
+    bands = table.column("band_label").to_pylist()
+    assert per_band == {label: bands.count(label) for label in per_band}
+
+    listed = payband_data(environment, "versions")
+    assert listed.returncode == 0, listed.stderr
+    assert uri in listed.stdout
+    assert adult_raw_uri in listed.stdout
+    only_raw = payband_data(environment, "versions", "raw/adult")
+    assert uri not in only_raw.stdout
+    assert adult_raw_uri in only_raw.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ingest", "--source", "census"), "source 'census' is not one of: adult, pums"),
+        (("ingest", "--source", "pums", "--states", "CA,XX", "--year", "2022"), "XX"),
+        (("ingest", "--source", "pums", "--states", "CA", "--year", "2020"), "2020"),
+        (("ingest", "--source", "pums"), "at least one state"),
+        (("ingest", "--source", "adult", "--year", "2022"), "pums source only"),
+        (("build", "--band-edges", "50000,100000"), "supports only band edges [50000]"),
+        (("build", "--band-edges", "fifty"), "--band-edges: 'fifty'"),
+        (("build", "--source", "pums"), "no raw/pums version"),
+        (("versions", "nope//x"), "nope//x"),
+    ],
+)
+def test_bad_arguments_give_one_clear_line(environment, args, message) -> None:
+    result = payband_data(environment, *args)
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_is_one_line(environment, adult_raw_uri) -> None:
+    unreachable = {**environment, "PAYBAND_DATA_DATABASE_URL": "postgresql://u@127.0.0.1:9/x"}
+    result = payband_data(unreachable, "build", "--source", "adult")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot connect to postgresql://u@127.0.0.1:9/x")
+    assert len(result.stderr.strip().splitlines()) == 1
