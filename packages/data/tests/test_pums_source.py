@@ -7,12 +7,8 @@ import hashlib
 import io
 import json
 import socket
-import threading
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,96 +25,21 @@ from payband_data.sources.pums import (
     normalise_states,
     rich_progress,
 )
-from payband_testing.pums import STATE_FIPS, write_persons_zip
+from payband_testing.census import CensusTestServer, Fault
+from payband_testing.pums import write_persons_zip
 
 YEAR = 2019
 HEADER = "YEAR,SERIALNO,SPORDER,ST,AGEP,COW,SCHL,MAR,OCCP,RAC1P,SEX,POBP,WKHP,WAGP,PINCP,PWGTP"
-# A fault is served instead of the file: an HTTP status, "truncate" (half the body, then the
-# connection closes), or a replacement body.
-Fault = int | str | bytes
-
-
-@dataclass
-class CensusServer:
-    """What the test HTTP server serves, what it was asked and which faults it still owes."""
-
-    url: str = ""
-    files: dict[str, bytes] = field(default_factory=dict)
-    faults: dict[str, list[Fault]] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)
-
-    @staticmethod
-    def path(state: str) -> str:
-        return f"/pums/{YEAR}/1-Year/csv_p{state.lower()}.zip"
-
-    def publish(self, folder: Path, state: str, rows: int = 400, seed: int = 1) -> Path:
-        """Serve a synthetic zip for state; returns the local copy."""
-        zip_path = write_persons_zip(
-            folder / f"served_{state}.zip", rows, year=YEAR, state_fips=STATE_FIPS[state], seed=seed
-        )
-        self.files[self.path(state)] = zip_path.read_bytes()
-        return zip_path
-
-    def fail(self, state: str, *faults: Fault) -> None:
-        self.faults.setdefault(self.path(state), []).extend(faults)
-
-    def count(self, state: str = "CA") -> int:
-        return self.requests.count(self.path(state))
-
-
-class _Handler(BaseHTTPRequestHandler):
-    census: CensusServer  # set on a subclass per server
-
-    def do_GET(self) -> None:
-        census = self.census
-        census.requests.append(self.path)
-        pending = census.faults.get(self.path)
-        fault = pending.pop(0) if pending else None
-        body = census.files.get(self.path)
-        if isinstance(fault, int):
-            self.send_error(fault)
-            return
-        if body is None:
-            self.send_error(404)
-            return
-        if isinstance(fault, bytes):
-            body = fault
-        self.send_response(200)
-        self.send_header("Content-Type", "application/zip")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if fault == "truncate":
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
-            return
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: the test asserts on ``census.requests`` instead."""
 
 
 @pytest.fixture
-def census(monkeypatch: pytest.MonkeyPatch) -> Iterator[CensusServer]:
-    # A proxy configured in the environment must not capture loopback traffic.
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    monkeypatch.setenv("no_proxy", "127.0.0.1")
-    state = CensusServer()
-    handler = type("Handler", (_Handler,), {"census": state})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        state.url = f"http://127.0.0.1:{server.server_address[1]}/pums"
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+def census(census_server: CensusTestServer) -> CensusTestServer:
+    """The shared census test server under a shorter name."""
+    return census_server
 
 
 def _source(
-    census: CensusServer, tmp_path: Path, states: object = ("CA",), **kw: object
+    census: CensusTestServer, tmp_path: Path, states: object = ("CA",), **kw: object
 ) -> PumsSource:
     options: dict[str, object] = {"retries": 2, "backoff_s": 0.0} | kw
     return PumsSource(
@@ -160,9 +81,9 @@ def _read(path: Path) -> tuple[str, list[list[str]]]:
 
 
 def test_fetch_keeps_exactly_the_persons_that_pass_the_filter(
-    census: CensusServer, tmp_path: Path
+    census: CensusTestServer, tmp_path: Path
 ) -> None:
-    served = census.publish(tmp_path, "CA", rows=600)
+    served = census.publish(tmp_path, "CA", rows=600, year=YEAR)
     raw = _source(census, tmp_path).fetch(tmp_path / "work")
 
     header, rows = _read(raw.files["persons.csv"])
@@ -184,7 +105,7 @@ def test_fetch_keeps_exactly_the_persons_that_pass_the_filter(
 
 
 def test_fetch_normalises_integers_and_treats_blanks_as_missing(
-    census: CensusServer, tmp_path: Path
+    census: CensusTestServer, tmp_path: Path
 ) -> None:
     header = (
         "RT,SERIALNO,SPORDER,ST,PWGTP,AGEP,COW,MAR,SCHL,SEX,WAGP,WKHP,OCCP,PINCP,POBP,RAC1P,SOCP"
@@ -203,7 +124,7 @@ def test_fetch_normalises_integers_and_treats_blanks_as_missing(
     archive_path = tmp_path / "handmade.zip"
     with zipfile.ZipFile(archive_path, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("psam_p06.csv", "\n".join([header, *lines]) + "\n")
-    census.files[census.path("CA")] = archive_path.read_bytes()
+    census.serve("CA", archive_path.read_bytes(), year=YEAR)
 
     raw = _source(census, tmp_path).fetch(tmp_path / "work")
 
@@ -216,9 +137,9 @@ def test_fetch_normalises_integers_and_treats_blanks_as_missing(
     assert raw.metadata["rows_read"] == "9"
 
 
-def test_two_states_are_combined_in_one_file(census: CensusServer, tmp_path: Path) -> None:
-    california = census.publish(tmp_path, "CA", rows=300, seed=1)
-    new_york = census.publish(tmp_path, "NY", rows=200, seed=2)
+def test_two_states_are_combined_in_one_file(census: CensusTestServer, tmp_path: Path) -> None:
+    california = census.publish(tmp_path, "CA", rows=300, seed=1, year=YEAR)
+    new_york = census.publish(tmp_path, "NY", rows=200, seed=2, year=YEAR)
 
     raw = _source(census, tmp_path, states=["ny", "CA", "ca"]).fetch(tmp_path / "work")
 
@@ -255,10 +176,10 @@ def _bad_crc(body: bytes) -> bytes:
     ["truncate", "garbage", "no person csv", "two person csvs", "bad crc", 503, 429],
 )
 def test_a_bad_first_response_is_rejected_and_retried(
-    census: CensusServer, tmp_path: Path, fault: str | int
+    census: CensusTestServer, tmp_path: Path, fault: str | int
 ) -> None:
-    served = census.publish(tmp_path, "CA")
-    body = census.files[census.path("CA")]
+    served = census.publish(tmp_path, "CA", year=YEAR)
+    body = served.read_bytes()
     replacements: dict[object, Fault] = {
         "truncate": "truncate",
         "garbage": b"not a zip archive " * (len(body) // 18),
@@ -266,11 +187,11 @@ def test_a_bad_first_response_is_rejected_and_retried(
         "two person csvs": _zip_bytes({"psam_p06.csv": "RT\n", "PSAM_P07.CSV": "RT\n"}),
         "bad crc": _bad_crc(body),
     }
-    census.fail("CA", replacements.get(fault, fault))
+    census.fail("CA", replacements.get(fault, fault), year=YEAR)
 
     raw = _source(census, tmp_path, retries=1).fetch(tmp_path / "work")
 
-    assert census.count() == 2
+    assert census.count("CA", YEAR) == 2
     assert _read(raw.files["persons.csv"])[1] == _expected(served)
     cached = tmp_path / "cache" / str(YEAR) / "csv_pca.zip"
     assert cached.read_bytes() == body
@@ -281,29 +202,29 @@ def test_a_bad_first_response_is_rejected_and_retried(
     ]
 
 
-def test_retries_exhausted_give_a_source_error(census: CensusServer, tmp_path: Path) -> None:
-    census.publish(tmp_path, "CA")
-    census.fail("CA", 503, "truncate", 503)
+def test_retries_exhausted_give_a_source_error(census: CensusTestServer, tmp_path: Path) -> None:
+    census.publish(tmp_path, "CA", year=YEAR)
+    census.fail("CA", 503, "truncate", 503, year=YEAR)
 
     with pytest.raises(SourceError, match=r"csv_pca\.zip failed after 3 attempt\(s\): HTTP 503"):
         _source(census, tmp_path, retries=2).fetch(tmp_path / "work")
 
-    assert census.count() == 3
+    assert census.count("CA", YEAR) == 3
     assert list((tmp_path / "cache" / str(YEAR)).iterdir()) == []  # no partial file left
 
 
 def test_retries_back_off_exponentially_up_to_a_cap(
-    census: CensusServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    census: CensusTestServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    census.publish(tmp_path, "CA")
-    census.fail("CA", 503, 503, 503, 503)
+    census.publish(tmp_path, "CA", year=YEAR)
+    census.fail("CA", 503, 503, 503, 503, year=YEAR)
     delays: list[float] = []
     monkeypatch.setattr(pums, "time", SimpleNamespace(sleep=delays.append))
 
     _source(census, tmp_path, retries=4, backoff_s=3.0).fetch(tmp_path / "work")
 
     assert delays == [3.0, 6.0, 10.0, 10.0]
-    assert census.count() == 5
+    assert census.count("CA", YEAR) == 5
 
 
 def test_an_unreachable_server_is_retried_then_reported(tmp_path: Path) -> None:
@@ -326,33 +247,33 @@ def test_an_unreachable_server_is_retried_then_reported(tmp_path: Path) -> None:
     ("status", "message"), [(404, "no PUMS person file for CA in 2019"), (403, "HTTP 403")]
 )
 def test_client_errors_fail_at_once(
-    census: CensusServer, tmp_path: Path, status: int, message: str
+    census: CensusTestServer, tmp_path: Path, status: int, message: str
 ) -> None:
-    census.publish(tmp_path, "CA")
-    census.fail("CA", status)
+    census.publish(tmp_path, "CA", year=YEAR)
+    census.fail("CA", status, year=YEAR)
 
     with pytest.raises(SourceError, match=message):
         _source(census, tmp_path, retries=3).fetch(tmp_path / "work")
-    assert census.count() == 1
+    assert census.count("CA", YEAR) == 1
 
 
 def test_a_missing_file_is_a_404_naming_state_and_year(
-    census: CensusServer, tmp_path: Path
+    census: CensusTestServer, tmp_path: Path
 ) -> None:
     with pytest.raises(SourceError) as error:
         _source(census, tmp_path, states=["WY"]).fetch(tmp_path / "work")
     assert "WY" in str(error.value)
     assert "2019" in str(error.value)
     assert "404" in str(error.value)
-    assert census.count("WY") == 1
+    assert census.count("WY", YEAR) == 1
 
 
 def test_second_fetch_uses_the_cache_without_any_request(
-    census: CensusServer, tmp_path: Path
+    census: CensusTestServer, tmp_path: Path
 ) -> None:
-    served = census.publish(tmp_path, "CA")
+    served = census.publish(tmp_path, "CA", year=YEAR)
     first = _source(census, tmp_path).fetch(tmp_path / "first")
-    census.files.clear()  # the server now has nothing: a request would fail with 404
+    census.unpublish("CA", year=YEAR)  # a request would now fail with 404
 
     second = _source(census, tmp_path).fetch(tmp_path / "second")
 
@@ -369,10 +290,10 @@ def test_second_fetch_uses_the_cache_without_any_request(
 
 @pytest.mark.parametrize("damage", ["tampered zip", "manifest removed", "manifest unreadable"])
 def test_a_cache_file_that_fails_its_checksum_is_downloaded_again(
-    census: CensusServer, tmp_path: Path, damage: str
+    census: CensusTestServer, tmp_path: Path, damage: str
 ) -> None:
-    served = census.publish(tmp_path, "CA")
-    body = census.files[census.path("CA")]
+    served = census.publish(tmp_path, "CA", year=YEAR)
+    body = served.read_bytes()
     _source(census, tmp_path).fetch(tmp_path / "first")
     folder = tmp_path / "cache" / str(YEAR)
     if damage == "tampered zip":
@@ -386,16 +307,17 @@ def test_a_cache_file_that_fails_its_checksum_is_downloaded_again(
 
     raw = _source(census, tmp_path).fetch(tmp_path / "second")
 
-    assert census.count() == 2
+    assert census.count("CA", YEAR) == 2
     assert (folder / "csv_pca.zip").read_bytes() == body
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["csv_pca.zip"]["size"] == len(body)
     assert _read(raw.files["persons.csv"])[1] == _expected(served)
 
 
-def test_progress_reports_bytes_up_to_the_file_size(census: CensusServer, tmp_path: Path) -> None:
-    census.publish(tmp_path, "CA", rows=3000)
-    size = len(census.files[census.path("CA")])
+def test_progress_reports_bytes_up_to_the_file_size(
+    census: CensusTestServer, tmp_path: Path
+) -> None:
+    size = census.publish(tmp_path, "CA", rows=3000, year=YEAR).stat().st_size
     calls: list[tuple[str, int, int | None]] = []
 
     _source(census, tmp_path, progress=lambda *call: calls.append(call)).fetch(tmp_path / "w1")
@@ -424,21 +346,21 @@ def test_rich_progress_draws_a_bar_per_state() -> None:
 
 
 def test_a_csv_without_a_needed_column_is_a_source_error(
-    census: CensusServer, tmp_path: Path
+    census: CensusTestServer, tmp_path: Path
 ) -> None:
-    census.files[census.path("CA")] = _zip_bytes(
-        {"psam_p06.csv": "RT,SERIALNO,SPORDER,ST,AGEP\nP,2019HU0000001,1,06,40\n"}
-    )
+    body = _zip_bytes({"psam_p06.csv": "RT,SERIALNO,SPORDER,ST,AGEP\nP,2019HU0000001,1,06,40\n"})
+    census.serve("CA", body, year=YEAR)
     with pytest.raises(SourceError, match=r"lacks the column\(s\) COW, SCHL, MAR, OCCP"):
         _source(census, tmp_path).fetch(tmp_path / "work")
-    assert census.count() == 1
+    assert census.count("CA", YEAR) == 1
 
 
-def test_a_non_integer_value_is_a_source_error(census: CensusServer, tmp_path: Path) -> None:
+def test_a_non_integer_value_is_a_source_error(census: CensusTestServer, tmp_path: Path) -> None:
     header = ",".join(HEADER.split(",")[1:])
-    census.files[census.path("CA")] = _zip_bytes(
+    body = _zip_bytes(
         {"psam_p06.csv": f"{header}\n2019HU0000001,1,06,40,1,21,1,xx,1,1,006,40,1,200,5\n"}
     )
+    census.serve("CA", body, year=YEAR)
     with pytest.raises(SourceError, match=r"not a valid PUMS person file.*'xx'"):
         _source(census, tmp_path).fetch(tmp_path / "work")
 
@@ -497,13 +419,13 @@ def test_from_settings_takes_the_pums_settings(tmp_path: Path) -> None:
     assert (source.year, source.states, source.retries, source.timeout_s) == (2021, ("WA",), 0, 5.0)
 
 
-def test_a_client_passed_in_is_used_and_left_open(census: CensusServer, tmp_path: Path) -> None:
-    census.publish(tmp_path, "CA")
+def test_a_client_passed_in_is_used_and_left_open(census: CensusTestServer, tmp_path: Path) -> None:
+    census.publish(tmp_path, "CA", year=YEAR)
     with httpx.Client(headers={"X-Test": "yes"}) as client:
         raw = _source(census, tmp_path, client=client).fetch(tmp_path / "work")
         assert not client.is_closed
     assert raw.metadata["rows_read"] == "400"
-    assert census.count() == 1
+    assert census.count("CA", YEAR) == 1
 
 
 def test_a_body_shorter_than_its_content_length_is_reported_as_truncated(tmp_path: Path) -> None:

@@ -1,19 +1,21 @@
 """The data pipeline as a Dagster code location: `dagster dev -m payband_data.definitions`.
 
-raw_dataset (source files committed to the versioned store)
-  -> raw_records (raw.<source> in PostgreSQL, loaded with COPY)
-  -> dbt seeds and models, one asset each; dbt tests are asset checks
-  -> features_snapshot (the features mart as parquet, committed to the versioned store)
+For each source (adult, pums):
+  raw_files/<source>          the source's raw files, committed to the versioned store
+  -> raw/<source>             raw.<source> in PostgreSQL, loaded with COPY (a dbt source)
+  -> dbt seeds and models     one asset each; every dbt test is an asset check
+  -> features_snapshot/<source>  the features mart as parquet, committed to the store
 
-Which source, survey year, states and band edges: the `pipeline` resource (Adult with the
-50,000 USD edge by default), set per run in the launchpad or in run config.
+`adult_features` and `pums_features` run the whole chain for one source. Survey year,
+states and band edges come from the `pipeline` resource, set per run in the launchpad.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: Dagster reads the annotations of asset functions.
 
 import hashlib
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -22,7 +24,10 @@ from typing import Any
 
 from dagster import (
     AssetExecutionContext,
+    AssetIn,
     AssetKey,
+    AssetsDefinition,
+    AssetSelection,
     ConfigurableResource,
     Definitions,
     MaterializeResult,
@@ -36,6 +41,7 @@ from dagster_dbt import (
     DagsterDbtTranslatorSettings,
     DbtCliResource,
     DbtProject,
+    build_dbt_asset_selection,
     dbt_assets,
 )
 from pydantic import Field
@@ -47,27 +53,25 @@ from payband_data.transform import DBT_PROJECT_DIR, dbt_environment, dbt_vars, r
 # Nothing phones home: dagster reads this before uploading usage statistics.
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
-RAW_RECORDS = AssetKey("raw_records")
-
 
 class DataPipeline(ConfigurableResource):
-    """What the pipeline builds: a source, for PUMS a year and states, and the band edges."""
+    """Run settings: for PUMS a year and states; the band edges for either source."""
 
-    source: str = Field(default="adult", description="adult or pums")
     year: int | None = Field(default=None, description="PUMS survey year (2018+, not 2020)")
     states: list[str] = Field(default_factory=list, description="PUMS states, e.g. ['CA']")
     band_edges: list[int] = Field(
         default_factory=lambda: [50_000], description="Ascending band edges in USD"
     )
-
-    def settings(self) -> DataSettings:
-        return DataSettings()
+    source: str = Field(
+        default="adult",
+        description="Source of the shared models when no staging model says which",
+    )
 
 
 def _project_digest() -> str:
     digest = hashlib.sha256()
     for path in sorted(DBT_PROJECT_DIR.rglob("*")):
-        if path.is_file() and "target" not in path.parts:
+        if path.is_file():
             digest.update(str(path.relative_to(DBT_PROJECT_DIR)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -105,38 +109,28 @@ def _environment(variables: Mapping[str, str]) -> Iterator[None]:
 
 
 class PaybandDbtTranslator(DagsterDbtTranslator):
-    """Both dbt sources (raw.adult, raw.pums) are the one `raw_records` asset."""
-
-    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> AssetKey:
-        if dbt_resource_props["resource_type"] == "source":
-            return RAW_RECORDS
-        return super().get_asset_key(dbt_resource_props)
-
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         return "dbt"
 
 
-def build_definitions(settings: DataSettings | None = None) -> Definitions:
-    """The code location; `settings` fixes where it reads and writes (tests pass their own)."""
-    settings = settings or DataSettings()
-    manifest = prepare_manifest(settings)
-    project = DbtProject(
-        project_dir=DBT_PROJECT_DIR,
-        target_path=manifest.parent,
-        profiles_dir=DBT_PROJECT_DIR,
-    )
+def _source_assets(source: str, settings: DataSettings) -> list[AssetsDefinition]:
+    """raw_files/<source>, raw/<source> and features_snapshot/<source>."""
 
-    @asset(group_name="raw", description="The source's raw files, committed to the store.")
-    def raw_dataset(context: AssetExecutionContext, pipeline: DataPipeline) -> str:
+    @asset(
+        key=AssetKey(["raw_files", source]),
+        group_name="raw",
+        description=f"The {source} raw files, committed to the versioned store.",
+    )
+    def raw_files(context: AssetExecutionContext, pipeline: DataPipeline) -> str:
         def progress(state: str, done: int, total: int | None) -> None:
             if total is not None and done == total:
                 context.log.info(f"{state}: {done:,} bytes")
 
         version = steps.ingest(
-            pipeline.source,
+            source,
             settings,
-            year=pipeline.year,
-            states=steps.parse_states(pipeline.states),
+            year=pipeline.year if source == "pums" else None,
+            states=steps.parse_states(pipeline.states) if source == "pums" else (),
             progress=progress,
         )
         context.add_output_metadata(
@@ -149,15 +143,55 @@ def build_definitions(settings: DataSettings | None = None) -> Definitions:
         return version.uri
 
     @asset(
-        key=RAW_RECORDS,
+        key=AssetKey(["raw", source]),
+        ins={"raw_uri": AssetIn(AssetKey(["raw_files", source]))},
         group_name="raw",
-        description="raw.<source> in PostgreSQL, loaded with COPY from the raw version.",
+        description=f"raw.{source} in PostgreSQL, loaded with COPY from the raw version.",
     )
-    def raw_records(raw_dataset: str) -> MaterializeResult:
-        rows = steps.load(raw_dataset, settings)
-        return MaterializeResult(
-            metadata={"uri": MetadataValue.text(raw_dataset), "row_count": rows}
+    def raw_table(raw_uri: str) -> MaterializeResult:
+        rows = steps.load(raw_uri, settings)
+        return MaterializeResult(metadata={"uri": MetadataValue.text(raw_uri), "row_count": rows})
+
+    @asset(
+        key=AssetKey(["features_snapshot", source]),
+        deps=[AssetKey(["marts", "features"])],
+        group_name="features",
+        description=f"The {source} features as parquet, committed to the store with statistics.",
+    )
+    def features_snapshot(context: AssetExecutionContext, pipeline: DataPipeline) -> str:
+        version = steps.snapshot(source, pipeline.band_edges, settings)
+        context.add_output_metadata(
+            {
+                "uri": MetadataValue.text(version.uri),
+                "row_count": int(version.metadata["row_count"]),
+                **{
+                    key: MetadataValue.json(json.loads(version.metadata[key]))
+                    for key in ("rows_per_band", "rows_per_sex", "rows_per_race")
+                },
+            }
         )
+        return version.uri
+
+    return [raw_files, raw_table, features_snapshot]
+
+
+def _selected_source(context: AssetExecutionContext, pipeline: DataPipeline) -> str:
+    """The source whose staging model is selected; the resource's when neither or both are."""
+    staged = [
+        source
+        for source in steps.SOURCES
+        if AssetKey(["staging", f"stg_{source}"]) in context.selected_asset_keys
+    ]
+    return staged[0] if len(staged) == 1 else pipeline.source
+
+
+def build_definitions(settings: DataSettings | None = None) -> Definitions:
+    """The code location; `settings` fixes where it reads and writes (tests pass their own)."""
+    settings = settings or DataSettings()
+    manifest = prepare_manifest(settings)
+    project = DbtProject(
+        project_dir=DBT_PROJECT_DIR, target_path=manifest.parent, profiles_dir=DBT_PROJECT_DIR
+    )
 
     @dbt_assets(
         manifest=manifest,
@@ -170,37 +204,40 @@ def build_definitions(settings: DataSettings | None = None) -> Definitions:
         context: AssetExecutionContext, dbt: DbtCliResource, pipeline: DataPipeline
     ) -> Iterator[Any]:
         work_dir = settings.dbt_work_dir / "dagster"
-        variables = dbt_vars(pipeline.source, pipeline.band_edges)
+        source = _selected_source(context, pipeline)
+        variables = dbt_vars(source, pipeline.band_edges)
+        # As in `payband-data build`: the other source's models, seeds and tests stay out.
+        other = next(name for name in steps.SOURCES if name != source)
+        target_path = work_dir / "runs" / context.run.run_id
         with _environment(dbt_environment(settings.database_url, work_dir)):
             invocation = dbt.cli(
-                ["build", "--vars", json.dumps(variables)],
+                ["build", "--exclude", f"tag:{other}", "--vars", json.dumps(variables)],
                 context=context,
-                target_path=work_dir / "runs" / context.run_id,
+                target_path=target_path,
             )
         yield from invocation.stream()
+        # Kept when dbt fails (its logs are there); a successful run's artifacts are in Dagster.
+        shutil.rmtree(target_path, ignore_errors=True)
 
-    @asset(
-        deps=[AssetKey("features")],
-        group_name="features",
-        description="The features mart as parquet, committed to the store with statistics.",
-    )
-    def features_snapshot(context: AssetExecutionContext, pipeline: DataPipeline) -> str:
-        version = steps.snapshot(pipeline.source, pipeline.band_edges, settings)
-        context.add_output_metadata(
-            {
-                "uri": MetadataValue.text(version.uri),
-                "row_count": int(version.metadata["row_count"]),
-                "rows_per_band": MetadataValue.json(json.loads(version.metadata["rows_per_band"])),
-                "rows_per_sex": MetadataValue.json(json.loads(version.metadata["rows_per_sex"])),
-                "rows_per_race": MetadataValue.json(json.loads(version.metadata["rows_per_race"])),
-            }
+    assets: list[AssetsDefinition] = [payband_dbt_models]
+    jobs = []
+    for source in steps.SOURCES:
+        per_source = _source_assets(source, settings)
+        assets += per_source
+        other = next(name for name in steps.SOURCES if name != source)
+        selection = AssetSelection.assets(*per_source) | build_dbt_asset_selection(
+            [payband_dbt_models], dbt_exclude=f"tag:{other}"
         )
-        return version.uri
-
-    assets = [raw_dataset, raw_records, payband_dbt_models, features_snapshot]
+        jobs.append(
+            define_asset_job(
+                f"{source}_features",
+                selection=selection,
+                description=f"{source}: raw files -> raw table -> dbt -> features snapshot",
+            )
+        )
     return Definitions(
         assets=assets,
-        jobs=[define_asset_job("features_job", selection=assets, description=__doc__)],
+        jobs=jobs,
         resources={
             "dbt": DbtCliResource(
                 project_dir=os.fspath(DBT_PROJECT_DIR), profiles_dir=os.fspath(DBT_PROJECT_DIR)

@@ -9,6 +9,7 @@ directory, so the installed package may be read-only; nothing phones home.
 from __future__ import annotations
 
 import itertools
+import importlib.util
 import json
 import os
 import re
@@ -282,6 +283,14 @@ def _error_events(stdout: str) -> tuple[str, ...]:
     return tuple(messages)
 
 
+def _require_dbt_postgres() -> None:
+    """dbt runs in a child process; say plainly if it or its PostgreSQL adapter is missing."""
+    if importlib.util.find_spec("dbt.cli.main") is None:
+        raise TransformError(f"dbt-core is not installed in {sys.prefix}")
+    if importlib.util.find_spec("dbt.adapters.postgres") is None:
+        raise TransformError(f"dbt-postgres is not installed in {sys.prefix}")
+
+
 def run_dbt(
     args: Sequence[str],
     *,
@@ -314,6 +323,7 @@ def run_dbt(
     # A stale file from an earlier run must not be read as this run's outcome.
     (target_path / "run_results.json").unlink(missing_ok=True)
 
+    _require_dbt_postgres()
     command = [sys.executable, "-c", _DBT_MAIN, *arguments]
     if not arguments or arguments[0] not in _NO_VARS:
         command += ["--vars", json.dumps(variables)]

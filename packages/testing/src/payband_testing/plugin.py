@@ -12,11 +12,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from payband_testing.census import CensusTestServer
 from payband_testing.lakefs import LakeFSTestServer
 from payband_testing.postgres import EmbeddedPostgres, PostgresConnectionInfo
 from payband_testing.s3 import MotoS3Server, S3Bucket, S3Endpoint, delete_bucket
 
 __all__ = [
+    "census_server",
     "lakefs_server",
     "postgres_database",
     "postgres_module_database",
@@ -123,4 +125,20 @@ def lakefs_server() -> Iterator[LakeFSTestServer]:
     stopped with all its connections after the test.
     """
     with LakeFSTestServer() as server:
+        yield server
+
+
+@pytest.fixture
+def census_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[CensusTestServer]:
+    """An empty test double of the census PUMS download site on 127.0.0.1, for this test only.
+
+    A ``CensusTestServer`` (a test server, not census.gov): ``url`` (``http://127.0.0.1:PORT/pums``,
+    the PUMS ``base_url``), ``publish(folder, state, year=...)``, ``fail(state, *faults,
+    year=...)``, ``requests``, ``count(state, year)``. ``NO_PROXY`` is set to 127.0.0.1 for the
+    test; the server is stopped with all its connections afterwards.
+    """
+    # A proxy configured in the environment must not capture loopback traffic.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    with CensusTestServer() as server:
         yield server
