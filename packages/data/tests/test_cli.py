@@ -142,3 +142,61 @@ def test_unreachable_database_is_one_line(environment, adult_raw_uri) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: cannot connect to postgresql://u@127.0.0.1:9/x")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pums_through_lakefs_end_to_end(
+    postgres_database, census_server, lakefs_server, tmp_path
+) -> None:
+    """Download two states from the census test server, commit to lakeFS, build 3 bands."""
+    year = 2022
+    published = {
+        state: census_server.publish(tmp_path, state, year=year, rows=3_000, seed=seed)
+        for seed, state in enumerate(("CA", "NY"), start=1)
+    }
+    env = {
+        **os.environ,
+        "PAYBAND_HOME": str(tmp_path / "home"),
+        "PAYBAND_DATA_DATABASE_URL": postgres_database.url,
+        "PAYBAND_DATA_PUMS_BASE_URL": census_server.url,
+        "PAYBAND_DATA_STORE": "lakefs",
+        "PAYBAND_DATA_LAKEFS_ENDPOINT": lakefs_server.endpoint,
+        "PAYBAND_DATA_LAKEFS_ACCESS_KEY_ID": lakefs_server.access_key_id,
+        "PAYBAND_DATA_LAKEFS_SECRET_ACCESS_KEY": lakefs_server.secret_access_key,
+    }
+    lakefs_uri = re.compile(r"^lakefs://payband/[0-9a-f]{64}/(?P<dataset>[a-z/]+)/$")
+
+    ingested = payband_data(
+        env, "ingest", "--source", "pums", "--year", str(year), "--states", "ny,CA"
+    )
+    assert ingested.returncode == 0, ingested.stderr
+    raw_uri = ingested.stdout.strip().splitlines()[-1]
+    assert lakefs_uri.match(raw_uri)["dataset"] == "raw/pums"
+    assert census_server.count("CA", year) == census_server.count("NY", year) == 1
+
+    edges = "30000,60000"
+    built = payband_data(env, "build", "--source", "pums", "--band-edges", edges)
+    assert built.returncode == 0, built.stderr
+    snapshot = payband_data(env, "snapshot", "--source", "pums", "--band-edges", edges)
+    assert snapshot.returncode == 0, snapshot.stderr
+    features_uri = snapshot.stdout.strip().splitlines()[-1]
+    assert lakefs_uri.match(features_uri)["dataset"] == "features/pums"
+
+    with open_store(
+        DataSettings(
+            store="lakefs",
+            lakefs_endpoint=lakefs_server.endpoint,
+            lakefs_access_key_id=lakefs_server.access_key_id,
+            lakefs_secret_access_key=lakefs_server.secret_access_key,
+        )
+    ) as store:
+        raw = store.get(raw_uri)
+        version = store.get(features_uri)
+        table = pq.read_table(store.fetch(features_uri, tmp_path / "out")["features.parquet"])
+    assert raw.metadata["states"] == "CA,NY"
+    assert raw.metadata["year"] == str(year)
+    assert version.metadata["states"] == "CA,NY"
+    assert version.metadata["band_edges_usd"] == "[30000, 60000]"
+    assert set(table.column("band_label").to_pylist()) == {"<=30K", "30K-60K", ">60K"}
+    assert 0 < table.num_rows <= int(raw.metadata["row_count"]) < 6_000
+    assert set(table.column("source").to_pylist()) == {"pums"}
+    assert published["CA"].exists()

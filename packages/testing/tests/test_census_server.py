@@ -46,7 +46,7 @@ def test_a_published_file_is_served_byte_for_byte(
     assert status == 200
     assert headers["Content-Type"] == "application/zip"
     assert headers["Content-Length"] == str(len(body))
-    assert served.parent == tmp_path
+    assert served == tmp_path / "served_NY.zip"
     assert body == served.read_bytes()
     with zipfile.ZipFile(io.BytesIO(body)) as archive:
         lines = archive.read("psam_p36.csv").decode("ascii").splitlines()

@@ -58,7 +58,7 @@ def test_rows_have_every_column(persons: list[dict[str, str]]) -> None:
 
 
 def test_households_number_their_persons(persons: list[dict[str, str]]) -> None:
-    assert all(re.fullmatch(r"2019(HU|GQ)\d{7}", p["SERIALNO"]) for p in persons)
+    assert all(re.fullmatch(r"2019(HU|GQ)06\d{7}", p["SERIALNO"]) for p in persons)
     kinds = Counter(p["SERIALNO"][4:6] for p in persons)
     assert kinds["GQ"] > 0
     assert kinds["HU"] > kinds["GQ"]
@@ -152,7 +152,7 @@ def test_the_same_seed_writes_the_same_file(tmp_path: Path) -> None:
     write_persons_csv(other, 500, year=2021, state_fips=36, seed=4)
     assert first.read_bytes() == second.read_bytes()
     assert first.read_bytes() != other.read_bytes()
-    assert first.read_text().splitlines()[1].startswith("P,2021HU0000001,2,1,")
+    assert first.read_text().splitlines()[1].startswith("P,2021HU360000001,2,1,")
 
 
 def test_zip_looks_like_a_census_download(tmp_path: Path) -> None:
@@ -176,3 +176,15 @@ def test_state_fips_cover_the_states_dc_and_puerto_rico() -> None:
         56,
     )
     assert set(STATE_FIPS.values()).isdisjoint({3, 7, 14, 43, 52})
+
+
+def test_serial_numbers_differ_between_states(tmp_path: Path) -> None:
+    """As in the census files: a household's serial number is unique across the nation."""
+    serials = []
+    for fips in (6, 36):
+        path = tmp_path / f"{fips}.csv"
+        write_persons_csv(path, 200, year=2021, state_fips=fips, seed=3)
+        with path.open(newline="") as handle:
+            serials.append({row["SERIALNO"] for row in csv.DictReader(handle)})
+    assert serials[0]
+    assert not serials[0] & serials[1]

@@ -8,8 +8,8 @@ directory, so the installed package may be read-only; nothing phones home.
 
 from __future__ import annotations
 
-import itertools
 import importlib.util
+import itertools
 import json
 import os
 import re

@@ -166,7 +166,8 @@ def _rows(rows: int, year: int, state_fips: int, seed: int) -> Iterator[list[str
             birthplace = state_fips if r() < 0.7 else _POBP_STATES[int(r() * len(_POBP_STATES))]
 
         row = fillers[int(r() * len(fillers))].copy()
-        row[_SERIALNO] = f"{year}{kind}{serial:07d}"
+        # Serial numbers are unique across the nation: the state's code leads the number.
+        row[_SERIALNO] = f"{year}{kind}{state_fips:02d}{serial:07d}"
         row[_SPORDER] = _S[sporder]
         row[_PWGTP] = "0" if r() < 0.01 else _S[1 + int(r() ** 2 * 299)]
         row[_AGEP] = _S[age]
