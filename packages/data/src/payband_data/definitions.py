@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -185,6 +186,12 @@ def _selected_source(context: AssetExecutionContext, pipeline: DataPipeline) -> 
     return staged[0] if len(staged) == 1 else pipeline.source
 
 
+def _dbt_executable() -> str:
+    """The dbt installed beside this interpreter, so an inactive virtualenv still finds it."""
+    beside = Path(sys.executable).with_name("dbt")
+    return os.fspath(beside) if beside.exists() else "dbt"
+
+
 def build_definitions(settings: DataSettings | None = None) -> Definitions:
     """The code location; `settings` fixes where it reads and writes (tests pass their own)."""
     settings = settings or DataSettings()
@@ -240,7 +247,9 @@ def build_definitions(settings: DataSettings | None = None) -> Definitions:
         jobs=jobs,
         resources={
             "dbt": DbtCliResource(
-                project_dir=os.fspath(DBT_PROJECT_DIR), profiles_dir=os.fspath(DBT_PROJECT_DIR)
+                project_dir=os.fspath(DBT_PROJECT_DIR),
+                profiles_dir=os.fspath(DBT_PROJECT_DIR),
+                dbt_executable=_dbt_executable(),
             ),
             "pipeline": DataPipeline(),
         },
