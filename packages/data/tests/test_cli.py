@@ -136,6 +136,15 @@ def test_bad_arguments_give_one_clear_line(environment, args, message) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_snapshot_of_a_source_not_built_is_one_line(environment, built) -> None:
+    result = payband_data(environment, "snapshot", "--source", "pums")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: marts.features has no rows for source 'pums': "
+        "build the features for pums first (payband-data build --source pums)"
+    )
+
+
 def test_unreachable_database_is_one_line(environment, adult_raw_uri) -> None:
     unreachable = {**environment, "PAYBAND_DATA_DATABASE_URL": "postgresql://u@127.0.0.1:9/x"}
     result = payband_data(unreachable, "build", "--source", "adult")
@@ -176,6 +185,9 @@ def test_pums_through_lakefs_end_to_end(
     edges = "30000,60000"
     built = payband_data(env, "build", "--source", "pums", "--band-edges", edges)
     assert built.returncode == 0, built.stderr
+    mismatch = payband_data(env, "snapshot", "--source", "pums", "--band-edges", "40000")
+    assert mismatch.returncode == 2
+    assert "that the edges [40000] do not make" in mismatch.stderr
     snapshot = payband_data(env, "snapshot", "--source", "pums", "--band-edges", edges)
     assert snapshot.returncode == 0, snapshot.stderr
     features_uri = snapshot.stdout.strip().splitlines()[-1]

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from psycopg.errors import UndefinedTable
 
 from payband_contracts import FeatureName, SalaryBands
+from payband_data.errors import DataError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -49,7 +50,7 @@ FEATURES_SCHEMA = pa.schema(
 BATCH_ROWS = 100_000
 
 
-class SnapshotError(Exception):
+class SnapshotError(DataError):
     """The features mart cannot be exported (missing, empty, or mixing raw versions)."""
 
 
