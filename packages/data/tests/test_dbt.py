@@ -424,6 +424,32 @@ def test_a_failure_names_the_model_and_an_unmapped_code_fails_its_test(
     assert built == (None,)
 
 
+def test_an_empty_raw_table_fails_the_build_instead_of_an_empty_mart(
+    postgres_database: PostgresConnectionInfo, tmp_path: Path
+) -> None:
+    """Every other test passes on zero rows: not_empty is what stops an empty features mart."""
+    url = postgres_database.url
+    with connect(url) as conn:
+        header_only = tmp_path / "persons.csv"
+        header_only.write_text(",".join(PUMS_COLUMNS) + "\n")
+        assert load_raw(conn, "pums", {"persons.csv": header_only}, PUMS_URI) == 0
+
+    with pytest.raises(TransformError) as caught:
+        build_features(database_url=url, source="pums", band_edges=[30_000], work_dir=tmp_path)
+
+    head, *details = str(caught.value).splitlines()
+    assert head.startswith("dbt build --exclude tag:adult failed: test int_candidates_not_empty")
+    assert details == [
+        "test int_candidates_not_empty: fail: 1 failing row(s), "
+        "e.g. int_candidates has no rows: is raw.pums empty?"
+    ]
+    result = caught.value.result
+    assert result is not None
+    assert "features" in {node.name for node in result.nodes if node.status == "skipped"}
+    with connect(url) as conn:
+        assert conn.execute("SELECT to_regclass('marts.features')").fetchone() == (None,)
+
+
 def test_an_unreachable_database_is_one_readable_error(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -163,6 +163,25 @@ def test_a_malformed_adult_line_keeps_the_previous_rows(
     assert _count(conn, "raw.adult", URI_A) == 48_842
 
 
+def test_a_value_the_database_refuses_names_the_physical_adult_line(
+    conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """COPY counts rows sent; adult.test's skipped first line must not shift the line named."""
+    files = adult_files()
+    broken = tmp_path / "adult.test"
+    lines = files["adult.test"].read_text().splitlines(keepends=True)
+    lines[5] = (
+        "99999999999, Private, 1, HS-grad, 9, Divorced, Sales, Unmarried, White, Male, 0, 0, 40, United-States, <=50K.\n"  # noqa: E501
+    )
+    broken.write_text("".join(lines))
+
+    with pytest.raises(LoadError) as caught:
+        load_adult(conn, {**files, "adult.test": broken}, URI_B)
+
+    assert str(caught.value).startswith(f"{broken}:6 (column age): ")
+    assert "out of range" in str(caught.value)
+
+
 @pytest.fixture
 def census_person_zip(tmp_path: Path) -> Iterator[str]:
     """A census-like HTTP server on 127.0.0.1 serving one synthetic California person zip."""

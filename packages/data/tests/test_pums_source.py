@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
 import socket
+import threading
 import zipfile
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
@@ -314,6 +317,41 @@ def test_a_cache_file_that_fails_its_checksum_is_downloaded_again(
     assert _read(raw.files["persons.csv"])[1] == _expected(served)
 
 
+def test_cache_checks_and_publishing_wait_for_the_cache_lock(
+    census: CensusTestServer, tmp_path: Path
+) -> None:
+    """A zip and its manifest entry change together: a reader never sees one without the other
+    (it would discard another process's fresh download as not matching the manifest)."""
+    census.publish(tmp_path, "CA", year=YEAR)
+    folder = tmp_path / "cache" / str(YEAR)
+    zip_path = folder / "csv_pca.zip"
+
+    def in_thread_while_locked(action: Callable[[], object]) -> tuple[list[object], bool, bool]:
+        """(results, whether the action waited for the lock, whether the zip existed then)."""
+        done: list[object] = []
+        with (folder / "manifest.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            worker = threading.Thread(target=lambda: done.append(action()))
+            worker.start()
+            worker.join(timeout=0.5)
+            waited = worker.is_alive() and not done
+            present = zip_path.exists()
+        worker.join(timeout=10)
+        return done, waited, present
+
+    folder.mkdir(parents=True)
+    downloaded, waited, present = in_thread_while_locked(_source(census, tmp_path).archives)
+    assert waited, "the download published its zip without the lock"
+    assert not present, "the zip was published while another process held the lock"
+    assert downloaded == [{"CA": zip_path}]
+    assert json.loads((folder / "manifest.json").read_text())["csv_pca.zip"]["size"] > 0
+
+    cached, waited, _ = in_thread_while_locked(_source(census, tmp_path).archives)
+    assert waited, "the cached zip was judged without the lock"
+    assert cached == [{"CA": zip_path}]
+    assert census.count("CA", YEAR) == 1
+
+
 def test_progress_reports_bytes_up_to_the_file_size(
     census: CensusTestServer, tmp_path: Path
 ) -> None:
@@ -450,3 +488,34 @@ def test_a_body_shorter_than_its_content_length_is_reported_as_truncated(tmp_pat
     assert len(sent) == 2
     assert raw.metadata["rows_read"] == "50"
     assert (tmp_path / str(YEAR) / "csv_pca.zip").read_bytes() == body
+
+
+def test_a_redirect_loop_is_a_source_error_and_a_bad_encoding_is_retried(tmp_path: Path) -> None:
+    body = write_persons_zip(tmp_path / "ca.zip", 20, year=YEAR, state_fips=6).read_bytes()
+    served: list[str] = []
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        served.append(request.url.path)
+        if request.url.path.endswith("csv_pny.zip"):
+            return httpx.Response(302, headers={"Location": str(request.url)})
+        if len(served) == 1:
+            return httpx.Response(200, headers={"Content-Encoding": "gzip"}, content=b"not gzip")
+        headers = {"Content-Length": str(len(body))}
+        return httpx.Response(200, headers=headers, stream=httpx.ByteStream(body))
+
+    transport = httpx.MockTransport(respond)
+    with httpx.Client(transport=transport, follow_redirects=True) as client:
+        source = PumsSource(
+            YEAR, ["CA"], base_url="http://127.0.0.1:9", cache_dir=tmp_path / "c", retries=1,
+            backoff_s=0.0, client=client,
+        )  # fmt: skip
+        raw = source.fetch(tmp_path / "work")
+        looping = PumsSource(
+            YEAR, ["NY"], base_url="http://127.0.0.1:9", cache_dir=tmp_path / "c", retries=3,
+            backoff_s=0.0, client=client,
+        )  # fmt: skip
+        with pytest.raises(SourceError, match=r"cannot download .*csv_pny\.zip: .*redirects"):
+            looping.fetch(tmp_path / "work")
+    assert served[:2] == [f"/{YEAR}/1-Year/csv_pca.zip"] * 2, "the bad encoding was retried"
+    assert raw.metadata["rows_read"] == "20"
+    assert len(served) - 2 == 21, "a redirect loop is not retried: one attempt of 21 requests"

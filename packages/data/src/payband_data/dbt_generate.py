@@ -126,6 +126,7 @@ def _properties() -> dict[str, Any]:
                 "name": "int_candidates",
                 "description": f"{GENERATED_NOTICE}. Canonical candidates of one source (var "
                 "source); records with a missing feature value are left out.",
+                "data_tests": [{"not_empty": {"name": "int_candidates_not_empty"}}],
                 "columns": [
                     *_common_head(),
                     *_feature_columns(),
@@ -147,6 +148,7 @@ def _properties() -> dict[str, Any]:
                 "description": f"{GENERATED_NOTICE}. What training reads: the canonical "
                 "features of each candidate and its salary band (var band_edges).",
                 "config": {"contract": {"enforced": True}},
+                "data_tests": [{"not_empty": {"name": "features_not_empty"}}],
                 "columns": [
                     *_common_head(),
                     *_feature_columns(),

@@ -7,8 +7,9 @@ so a failed load leaves the previous version in place. Every row carries the ver
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,14 @@ def ensure_raw_schema(conn: psycopg.Connection[Any]) -> None:
             conn.execute(statement)
 
 
-def _copy_error(path: Path, error: psycopg.Error) -> LoadError:
-    """One line naming the file and line, from the COPY context the server reports."""
+def _copy_error(
+    path: Path, error: psycopg.Error, line_of: Callable[[int], int] | None = None
+) -> LoadError:
+    """One line naming the file and line, from the COPY context the server reports.
+
+    ``line_of`` turns COPY's line (the n-th row sent) into the file's physical line when they
+    differ, as for Adult, whose skipped header and blank lines never reach the server.
+    """
     diag = error.diag
     message = diag.message_primary or first_line(error)
     if diag.message_detail:
@@ -107,8 +114,19 @@ def _copy_error(path: Path, error: psycopg.Error) -> LoadError:
     match = _COPY_CONTEXT.search(diag.context or "")
     if match is None:
         return LoadError(f"{path}: {message}")
+    line = int(match[1]) if line_of is None else line_of(int(match[1]))
     column = f" (column {match[2]})" if match[2] else ""
-    return LoadError(f"{path}:{match[1]}{column}: {message}")
+    return LoadError(f"{path}:{line}{column}: {message}")
+
+
+def _adult_line(path: Path, split: str) -> Callable[[int], int]:
+    """COPY's n-th row of an Adult file -> its physical line (the row's line_number)."""
+
+    def line_of(row: int) -> int:
+        found = next(itertools.islice(iter_adult_rows(path, split), row - 1, None), None)
+        return int(found[1]) if found is not None else row
+
+    return line_of
 
 
 def _replace_content(conn: psycopg.Connection[Any], table: str) -> None:
@@ -132,7 +150,7 @@ def load_adult(conn: psycopg.Connection[Any], files: Mapping[str, Path], dataset
     copy_statement = sql.SQL("COPY raw.adult ({}) FROM STDIN (FREEZE true)").format(columns)
     ensure_raw_schema(conn)
     rows = 0
-    path = Path()
+    path, split = Path(), ""
     try:
         with conn.transaction(), conn.cursor() as cursor:
             _replace_content(conn, ADULT_TABLE)
@@ -148,7 +166,7 @@ def load_adult(conn: psycopg.Connection[Any], files: Mapping[str, Path], dataset
     except FileNotFoundError:
         raise LoadError(f"{path}: no such file") from None
     except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as error:
-        raise _copy_error(path, error) from error
+        raise _copy_error(path, error, _adult_line(path, split)) from error
     return rows
 
 

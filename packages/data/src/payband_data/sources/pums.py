@@ -230,14 +230,18 @@ class PumsSource:
         path = self.cache_dir / PurePosixPath(self.url(state)).name
         if not path.is_file():
             return None
-        entry = _read_manifest(self.cache_dir).get(path.name, {})
-        size = path.stat().st_size
-        if entry.get("size") == size and entry.get("sha256") == _sha256(path):
-            self._report(state, size, size)
-            return path
-        log.warning("discarding cached %s: it does not match the checksum manifest", path)
-        path.unlink(missing_ok=True)
-        return None
+        # Under the lock: another process may be between publishing a zip and its manifest entry.
+        with _cache_lock(self.cache_dir):
+            if not path.is_file():
+                return None
+            entry = _read_manifest(self.cache_dir).get(path.name, {})
+            size = path.stat().st_size
+            if entry.get("size") == size and entry.get("sha256") == _sha256(path):
+                self._report(state, size, size)
+                return path
+            log.warning("discarding cached %s: it does not match the checksum manifest", path)
+            path.unlink(missing_ok=True)
+            return None
 
     def _download(self, client: httpx.Client, state: str) -> Path:
         url = self.url(state)
@@ -254,8 +258,10 @@ class PumsSource:
                 digest = self._download_once(client, state, url, part)
                 _check_archive(part)
                 size = part.stat().st_size
-                part.replace(target)
-                _record(self.cache_dir, target.name, {"sha256": digest, "size": size, "url": url})
+                with _cache_lock(self.cache_dir):
+                    part.replace(target)
+                    entry = {"sha256": digest, "size": size, "url": url}
+                    _record(self.cache_dir, target.name, entry)
                 return target
             except _Retry as exc:
                 failure = str(exc)
@@ -291,9 +297,10 @@ class PumsSource:
                     raise _Retry(
                         f"truncated body: {response.num_bytes_downloaded} of {total} bytes"
                     )
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.TooManyRedirects) as exc:
             raise SourceError(f"cannot download {url}: {exc}") from exc
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            # DecodingError: a Content-Encoding body that does not decode, like a cut-off body.
             raise _Retry(f"{type(exc).__name__}: {exc}") from exc
         return digest.hexdigest()
 
@@ -378,15 +385,22 @@ def _read_manifest(folder: Path) -> dict[str, dict[str, Any]]:
     return manifest if isinstance(manifest, dict) else {}
 
 
-def _record(folder: Path, name: str, entry: dict[str, Any]) -> None:
-    """Add one entry to the manifest, atomically and safe against concurrent writers."""
+@contextlib.contextmanager
+def _cache_lock(folder: Path) -> Iterator[None]:
+    """Exclusive use of a year's cache folder across processes: a zip and its manifest entry
+    change together, and a reader never judges a new zip by the old entry."""
     with (folder / "manifest.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        manifest = _read_manifest(folder) | {name: entry}
-        handle, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest.")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(manifest, out, indent=2, sort_keys=True)
-        Path(tmp).replace(folder / "manifest.json")
+        yield
+
+
+def _record(folder: Path, name: str, entry: dict[str, Any]) -> None:
+    """Add one entry to the manifest atomically; the caller holds ``_cache_lock``."""
+    manifest = _read_manifest(folder) | {name: entry}
+    handle, tmp = tempfile.mkstemp(dir=folder, prefix=".manifest.")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        json.dump(manifest, out, indent=2, sort_keys=True)
+    Path(tmp).replace(folder / "manifest.json")
 
 
 @contextlib.contextmanager

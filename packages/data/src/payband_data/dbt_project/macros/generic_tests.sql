@@ -61,3 +61,10 @@ select {{ band_column }}, {{ column_name }}
 from {{ model }}
 where {{ column_name }} is distinct from ({{ band_label(band_column, band_labels()) }})
 {% endtest %}
+
+{#- A model-level test: the model has at least one row. An empty raw table (or a raw version
+    of the other source) would otherwise build an empty features mart with every test passing. -#}
+{% test not_empty(model) %}
+select {{ sql_text(model.identifier ~ ' has no rows: is raw.' ~ var('source') ~ ' empty?') }} as problem
+where not exists (select 1 from {{ model }})
+{% endtest %}
