@@ -124,6 +124,7 @@ def test_snapshot_commits_parquet_with_statistics(environment, built, adult_raw_
         (("build", "--band-edges", "fifty"), "--band-edges: 'fifty'"),
         (("build", "--source", "pums"), "no raw/pums version"),
         (("versions", "nope//x"), "nope//x"),
+        (("build", "--source", "pums", "--raw-uri", "local://raw/adult@" + "0" * 64), "0000"),
     ],
 )
 def test_bad_arguments_give_one_clear_line(environment, args, message) -> None:
@@ -188,6 +189,10 @@ def test_pums_through_lakefs_end_to_end(
     mismatch = payband_data(env, "snapshot", "--source", "pums", "--band-edges", "40000")
     assert mismatch.returncode == 2
     assert "that the edges [40000] do not make" in mismatch.stderr
+    # Same labels, other meaning: bands are checked by index and label, not by label alone.
+    shifted = payband_data(env, "snapshot", "--source", "pums", "--band-edges", "20000,30000,60000")
+    assert shifted.returncode == 2
+    assert "'1 30K-60K'" in shifted.stderr
     snapshot = payband_data(env, "snapshot", "--source", "pums", "--band-edges", edges)
     assert snapshot.returncode == 0, snapshot.stderr
     features_uri = snapshot.stdout.strip().splitlines()[-1]
@@ -212,3 +217,28 @@ def test_pums_through_lakefs_end_to_end(
     assert 0 < table.num_rows <= int(raw.metadata["row_count"]) < 6_000
     assert set(table.column("source").to_pylist()) == {"pums"}
     assert published["CA"].exists()
+
+
+def test_a_second_build_waits_for_the_first(environment, built) -> None:
+    """While another process holds the build lock, a build says so and waits for it."""
+    from payband_data.db import connect
+    from payband_data.steps import _BUILD_LOCK_KEY
+
+    with connect(environment["PAYBAND_DATA_DATABASE_URL"], autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK_KEY,))
+        waiting = subprocess.Popen(
+            [str(CLI), "snapshot", "--source", "adult"],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            line = waiting.stderr.readline()
+            assert "another payband-data build holds the database; waiting for it" in line
+            assert waiting.poll() is None, "it waits while the lock is held"
+        finally:
+            holder.execute("SELECT pg_advisory_unlock(%s)", (_BUILD_LOCK_KEY,))
+    stdout, stderr = waiting.communicate(timeout=120)
+    assert waiting.returncode == 0, stderr
+    assert URI.match(stdout.strip().splitlines()[-1])

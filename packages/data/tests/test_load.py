@@ -320,3 +320,10 @@ def test_a_wrong_pums_header_is_refused_before_loading(
         load_raw(conn, "census", {}, PUMS_URI)
 
     assert _count(conn, "raw.pums", PUMS_URI) == 20
+
+
+def test_the_schema_lock_is_not_the_build_lock() -> None:
+    """load.py's schema lock is taken while steps' build lock is held: one key would deadlock."""
+    from payband_data import load, steps
+
+    assert load._SCHEMA_LOCK_KEY != steps._BUILD_LOCK_KEY

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Annotated, NoReturn, TypeVar
 
@@ -81,6 +82,21 @@ def _run(action: Callable[[], T]) -> T:
         _fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
 
 
+@contextmanager
+def _exclusive(settings: DataSettings) -> Iterator[None]:
+    """One build or snapshot per database at a time; say so when waiting for another."""
+    from payband_data.steps import exclusive_build
+
+    def waiting() -> None:
+        console.print("another payband-data build holds the database; waiting for it")
+
+    try:
+        with exclusive_build(settings, waiting):
+            yield
+    except DataError as error:  # the database cannot be reached; what ran inside used _run
+        _fail(first_line(error))
+
+
 def _edges(band_edges: str) -> tuple[int, ...]:
     try:
         return tuple(int(edge) for edge in band_edges.split(",") if edge.strip())
@@ -139,11 +155,12 @@ def build(
     edges = _run(lambda: validate_band_edges(source, _edges(band_edges)))
     settings = _settings()
     uri = raw_uri or _run(lambda: latest_raw_uri(source, settings))
-    with console.status(f"loading {uri}"):
-        rows = _run(lambda: load(uri, settings))
-    typer.echo(f"loaded {rows} rows of {uri}")
-    with console.status("dbt seed and build"):
-        result = _run(lambda: run_build(source, edges, settings))
+    with _exclusive(settings):
+        with console.status(f"loading {uri}"):
+            rows = _run(lambda: load(uri, settings, source=source))
+        typer.echo(f"loaded {rows} rows of {uri}")
+        with console.status("dbt seed and build"):
+            result = _run(lambda: run_build(source, edges, settings))
     typer.echo(str(result))
 
 
@@ -158,7 +175,7 @@ def snapshot(
 
     edges = _run(lambda: validate_band_edges(source, _edges(band_edges)))
     settings = _settings()
-    with console.status("exporting features"):
+    with _exclusive(settings), console.status("exporting features"):
         version = _run(lambda: run_snapshot(source, edges, settings))
     typer.echo(version.uri)
 

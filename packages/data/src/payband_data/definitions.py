@@ -1,4 +1,4 @@
-"""The data pipeline as a Dagster code location: `dagster dev -m payband_data.definitions`.
+"""The data pipeline as a Dagster code location (module `payband_data.definitions`).
 
 For each source (adult, pums):
   raw_files/<source>          the source's raw files, committed to the versioned store
@@ -150,7 +150,8 @@ def _source_assets(source: str, settings: DataSettings) -> list[AssetsDefinition
         description=f"raw.{source} in PostgreSQL, loaded with COPY from the raw version.",
     )
     def raw_table(raw_uri: str) -> MaterializeResult:
-        rows = steps.load(raw_uri, settings)
+        with steps.exclusive_build(settings):
+            rows = steps.load(raw_uri, settings, source=source)
         return MaterializeResult(metadata={"uri": MetadataValue.text(raw_uri), "row_count": rows})
 
     @asset(
@@ -160,7 +161,8 @@ def _source_assets(source: str, settings: DataSettings) -> list[AssetsDefinition
         description=f"The {source} features as parquet, committed to the store with statistics.",
     )
     def features_snapshot(context: AssetExecutionContext, pipeline: DataPipeline) -> str:
-        version = steps.snapshot(source, pipeline.band_edges, settings)
+        with steps.exclusive_build(settings):
+            version = steps.snapshot(source, pipeline.band_edges, settings)
         context.add_output_metadata(
             {
                 "uri": MetadataValue.text(version.uri),
@@ -177,13 +179,19 @@ def _source_assets(source: str, settings: DataSettings) -> list[AssetsDefinition
 
 
 def _selected_source(context: AssetExecutionContext, pipeline: DataPipeline) -> str:
-    """The source whose staging model is selected; the resource's when neither or both are."""
+    """The source whose staging model is selected, else the job's, else the resource's.
+
+    A re-execution from failure may select only the shared models; the job still says which.
+    """
     staged = [
         source
         for source in steps.SOURCES
         if AssetKey(["staging", f"stg_{source}"]) in context.selected_asset_keys
     ]
-    return staged[0] if len(staged) == 1 else pipeline.source
+    if len(staged) == 1:
+        return staged[0]
+    job_source = context.run.job_name.removesuffix("_features")
+    return job_source if job_source in steps.SOURCES else pipeline.source
 
 
 def _dbt_executable() -> str:
@@ -216,13 +224,14 @@ def build_definitions(settings: DataSettings | None = None) -> Definitions:
         # As in `payband-data build`: the other source's models, seeds and tests stay out.
         other = next(name for name in steps.SOURCES if name != source)
         target_path = work_dir / "runs" / context.run.run_id
-        with _environment(dbt_environment(settings.database_url, work_dir)):
-            invocation = dbt.cli(
-                ["build", "--exclude", f"tag:{other}", "--vars", json.dumps(variables)],
-                context=context,
-                target_path=target_path,
-            )
-        yield from invocation.stream()
+        with steps.exclusive_build(settings):
+            with _environment(dbt_environment(settings.database_url, work_dir)):
+                invocation = dbt.cli(
+                    ["build", "--exclude", f"tag:{other}", "--vars", json.dumps(variables)],
+                    context=context,
+                    target_path=target_path,
+                )
+            yield from invocation.stream()
         # Kept when dbt fails (its logs are there); a successful run's artifacts are in Dagster.
         shutil.rmtree(target_path, ignore_errors=True)
 

@@ -63,9 +63,12 @@ class FeatureStatistics:
     per_sex: Counter[str] = field(default_factory=Counter)
     per_race: Counter[str] = field(default_factory=Counter)
     raw_uris: set[str] = field(default_factory=set)
+    bands: set[tuple[int, str]] = field(default_factory=set)
 
     def add(self, batch: pa.RecordBatch) -> None:
         self.rows += batch.num_rows
+        bands, labels = batch.column("band").to_pylist(), batch.column("band_label").to_pylist()
+        self.bands.update(zip(bands, labels, strict=True))
         for counter, column in (
             (self.per_band, "band_label"),
             (self.per_sex, "sex"),
@@ -148,7 +151,11 @@ def commit_snapshot(
     path = work_dir / FEATURES_FILE
     statistics = export_features(conn, source, path)
     expected = SalaryBands(edges_usd=tuple(float(edge) for edge in band_edges)).labels
-    if unexpected := sorted(set(statistics.per_band) - set(expected)):
+    if unexpected := sorted(
+        f"{index} {label}"
+        for index, label in statistics.bands
+        if index >= len(expected) or expected[index] != label
+    ):
         raise SnapshotError(
             f"{FEATURES_TABLE} has bands {unexpected} that the edges {list(band_edges)} do not "
             "make: build the features again with these edges"

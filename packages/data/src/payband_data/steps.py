@@ -9,7 +9,8 @@ snapshot: features mart -> parquet -> features commit in the versioned store
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -100,16 +101,46 @@ def latest_raw_uri(source: str, settings: DataSettings) -> str:
     return version.uri
 
 
-def load(raw_uri: str, settings: DataSettings) -> int:
-    """Load a raw commit into raw.<source> (replacing what was there); returns the row count."""
+def load(raw_uri: str, settings: DataSettings, *, source: str | None = None) -> int:
+    """Load a raw commit into raw.<source> (replacing what was there); returns the row count.
+
+    With `source`, the version must be a raw version of that source.
+    """
     from payband_data.db import connect
     from payband_data.load import load_raw
 
     with open_store(settings) as store, tempfile.TemporaryDirectory(prefix="payband-load-") as tmp:
-        source = check_source(store.get(raw_uri).metadata.get("source", ""))
+        version = store.get(raw_uri)
+        if source is not None and version.dataset != f"raw/{check_source(source)}":
+            raise DataError(f"{raw_uri} is a {version.dataset} version, not raw/{source}")
+        source = check_source(version.metadata.get("source", ""))
         files = store.fetch(raw_uri, Path(tmp))
         with connect(settings.database_url) as conn:
             return load_raw(conn, source, files, raw_uri)
+
+
+# One build at a time per database: the raw tables, the dbt models and dbt's target are shared.
+# Not the key of load.py's schema lock, which is taken while this one is held.
+_BUILD_LOCK_KEY = 0x70626275696C64  # "pbbuild"
+
+
+@contextmanager
+def exclusive_build(
+    settings: DataSettings, waiting: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """Hold PostgreSQL's advisory lock for payband builds; `waiting` is called if it is busy."""
+    from payband_data.db import connect
+
+    with connect(settings.database_url, autocommit=True) as conn:
+        acquired = conn.execute("SELECT pg_try_advisory_lock(%s)", (_BUILD_LOCK_KEY,)).fetchone()
+        if not (acquired and acquired[0]):
+            if waiting is not None:
+                waiting()
+            conn.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK_KEY,))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_BUILD_LOCK_KEY,))
 
 
 def build(source: str, band_edges: Sequence[int], settings: DataSettings) -> DbtResult:
