@@ -9,16 +9,13 @@ fault replaces the next response for one path.
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import sys
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from payband_testing._http import BackgroundHTTPServer, LoopbackHTTPServer
 from payband_testing.pums import STATE_FIPS, write_persons_zip
 
 __all__ = ["CensusTestServer", "Fault"]
@@ -43,19 +40,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     # A client that connects and never sends a request is dropped after this many seconds.
     timeout = 30
-    server: _HTTPServer
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            with self.server.connections_lock:
-                self.server.connections.discard(self.connection)
+    server: LoopbackHTTPServer[_State]
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the request log is ``CensusTestServer.requests``."""
@@ -86,22 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, state: _State) -> None:
-        self.state = state
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up mid-download (or a stop() that cuts it off) is routine.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-class CensusTestServer:
+class CensusTestServer(BackgroundHTTPServer[_State]):
     """A test double of the census PUMS download site on 127.0.0.1 (see the module docstring).
 
     ``url`` (``http://127.0.0.1:PORT/pums``) is the PUMS ``base_url``. ``publish`` writes and
@@ -110,10 +80,11 @@ class CensusTestServer:
     manager.
     """
 
+    _handler = _Handler
+    _name = "census test server"
+
     def __init__(self) -> None:
-        self._state = _State()
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(_State())
 
     @staticmethod
     def path(state: str, year: int) -> str:
@@ -124,16 +95,6 @@ class CensusTestServer:
     def url(self) -> str:
         """``http://127.0.0.1:<port>/pums``: the base URL to give the PUMS source."""
         return f"http://127.0.0.1:{self.port}/pums"
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the census test server is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
 
     @property
     def requests(self) -> list[str]:
@@ -174,44 +135,3 @@ class CensusTestServer:
         """Queue faults: each of the next requests for the state's file gets one, in order."""
         with self._state.lock:
             self._state.faults.setdefault(self.path(state, year), []).extend(faults)
-
-    def start(self) -> Self:
-        if self._server is not None:
-            return self
-        server = _HTTPServer(self._state)
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"census-test-server-{server.server_address[1]}",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close all connections; idempotent."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        with server.connections_lock:
-            open_connections = list(server.connections)
-        for connection in open_connections:
-            with contextlib.suppress(OSError):  # the client closed it already
-                connection.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -40,23 +40,22 @@ users and policies; such parameters get 501 rather than being silently ignored.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
 import re
 import secrets
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from payband_testing._http import BackgroundHTTPServer, LoopbackHTTPServer
 
 __all__ = ["LakeFSTestServer"]
 
@@ -571,19 +570,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     # Idle keep-alive connections are dropped after this many seconds.
     timeout = 30
-    server: _HTTPServer
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            with self.server.connections_lock:
-                self.server.connections.discard(self.connection)
+    server: LoopbackHTTPServer[_State]
 
     def log_message(self, format: str, *args: Any) -> None:
         """Quiet: the request log is ``LakeFSTestServer.requests``."""
@@ -678,17 +665,7 @@ def _match(template: str, segments: list[str]) -> dict[str, str] | None:
     return params
 
 
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, state: _State) -> None:
-        self.state = state
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class LakeFSTestServer:
+class LakeFSTestServer(BackgroundHTTPServer[_State]):
     """An in-memory lakeFS REST test double on 127.0.0.1 (see the module docstring).
 
     ``start()`` binds a free port and serves from a daemon thread; ``stop()`` closes the
@@ -696,76 +673,23 @@ class LakeFSTestServer:
     ``(method, path, status)`` of every request served, for tests that assert on traffic.
     """
 
+    _handler = _Handler
+    _name = "lakeFS test server"
+
     def __init__(
         self, access_key_id: str | None = None, secret_access_key: str | None = None
     ) -> None:
         # Fresh random keys per server unless a test chooses its own.
         self.access_key_id = access_key_id or f"AKIAPAYBAND{secrets.token_hex(5).upper()}"
         self.secret_access_key = secret_access_key or secrets.token_urlsafe(30)
-        self._state = _State(self.access_key_id, self.secret_access_key)
-        self._server: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__(_State(self.access_key_id, self.secret_access_key))
 
     @property
     def endpoint(self) -> str:
         """``http://127.0.0.1:<port>``; the API is under ``/api/v1``."""
-        if self._server is None:
-            raise RuntimeError("the lakeFS test server is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the lakeFS test server is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def requests(self) -> list[tuple[str, str, int]]:
         with self._state.lock:
             return list(self._state.requests)
-
-    def start(self) -> Self:
-        if self._server is not None:
-            return self
-        server = _HTTPServer(self._state)
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"lakefs-test-server-{server.server_address[1]}",
-            daemon=True,
-        )
-        thread.start()
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close all connections; idempotent."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is None:
-            return
-        server.shutdown()
-        with server.connections_lock:
-            open_connections = list(server.connections)
-        for connection in open_connections:
-            with contextlib.suppress(OSError):  # the client closed it already
-                connection.shutdown(socket.SHUT_RDWR)
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
