@@ -24,7 +24,9 @@ MEMBERS = [*SERVICES, "testing"]
 ALLOWED_PAYBAND_IMPORTS = {
     "contracts": set(),
     "data": {"contracts"},
-    "training": {"contracts"},
+    # Training reads feature snapshots and commits its splits through the data package's
+    # public versioned-store API (payband_data.store), rather than a second implementation.
+    "training": {"contracts", "data"},
     "serving": {"contracts"},
     "audit": {"contracts"},
     "gateway": {"contracts", "audit"},

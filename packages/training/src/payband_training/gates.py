@@ -1,0 +1,125 @@
+"""The registration decision: a model becomes `champion` only if every gate passes.
+
+Gates: quality (ROC AUC at least a minimum), fairness (each protected attribute's disparate
+impact at least a minimum) and no regression (ROC AUC not below the current champion's by more
+than a tolerance). Every gate leaves a short reason, passed or not, so the reasons can become
+tags on the registered model version.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from payband_training.evaluate import fairness_metric_name
+
+ROC_AUC = "roc_auc"
+DECISION_TAG = "gate.decision"
+REASONS_TAG = "gate.reasons"
+# MLflow's registry accepted 5000 characters per tag value in older servers; stay within it.
+MAX_TAG_VALUE_LENGTH = 5000
+# Champion and challenger AUCs are subtracted, so "exactly at the tolerance" needs slack.
+_ROUNDING_SLACK = 1e-9
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether the model may become champion, and one sentence per gate explaining why."""
+
+    passed: bool
+    reasons: list[str]
+
+
+def decide(
+    metrics: Mapping[str, float],
+    *,
+    min_roc_auc: float,
+    min_disparate_impact: float,
+    champion_metrics: Mapping[str, float] | None,
+    tolerance: float,
+    attributes: Sequence[str] = ("sex", "race"),
+) -> GateDecision:
+    """Apply the quality, fairness and champion gates to a candidate's flat metrics."""
+    if tolerance < 0:
+        raise ValueError(f"tolerance must not be negative, got {tolerance}")
+    outcomes = [_at_least(metrics, ROC_AUC, "roc_auc", min_roc_auc)]
+    outcomes += [
+        _at_least(
+            metrics,
+            fairness_metric_name(attribute, "disparate_impact"),
+            f"{attribute} disparate impact",
+            min_disparate_impact,
+        )
+        for attribute in attributes
+    ]
+    outcomes.append(_not_worse_than_champion(metrics, champion_metrics, tolerance))
+    return GateDecision(
+        passed=all(passed for passed, _ in outcomes), reasons=[reason for _, reason in outcomes]
+    )
+
+
+def as_tags(decision: GateDecision) -> dict[str, str]:
+    """Tags for the registered model version: the decision and the reasons joined by '; '."""
+    reasons = "; ".join(decision.reasons)
+    if len(reasons) > MAX_TAG_VALUE_LENGTH:
+        reasons = reasons[: MAX_TAG_VALUE_LENGTH - 1] + "…"
+    return {DECISION_TAG: "promoted" if decision.passed else "rejected", REASONS_TAG: reasons}
+
+
+def _value(metrics: Mapping[str, float] | None, key: str) -> float | None:
+    """The metric as a float, or None when it is missing or not a finite number."""
+    if metrics is None or key not in metrics:
+        return None
+    value = float(metrics[key])
+    return value if math.isfinite(value) else None
+
+
+def _at_least(
+    metrics: Mapping[str, float], key: str, label: str, minimum: float
+) -> tuple[bool, str]:
+    value = _value(metrics, key)
+    if value is None:
+        state = "missing" if key not in metrics else "not a number"
+        return False, f"{label} is {state} (metric {key!r}); at least {minimum:.3f} is required"
+    shown, shown_minimum = _distinct(value, minimum)
+    if value >= minimum:
+        return True, f"{label} {shown} >= {shown_minimum}"
+    return False, f"{label} {shown} < {shown_minimum}"
+
+
+def _not_worse_than_champion(
+    metrics: Mapping[str, float], champion_metrics: Mapping[str, float] | None, tolerance: float
+) -> tuple[bool, str]:
+    if champion_metrics is None:
+        return True, "no champion to compare with"
+    champion = _value(champion_metrics, ROC_AUC)
+    if champion is None:
+        # A champion without a usable AUC cannot block every successor; say so instead.
+        return True, "champion has no roc_auc; comparison skipped"
+    value = _value(metrics, ROC_AUC)
+    if value is None:
+        return False, f"roc_auc is unavailable; cannot compare with champion {champion:.3f}"
+    shown, shown_champion = _distinct(value, champion)
+    if value >= champion:
+        return True, f"roc_auc {shown} >= champion {shown_champion}"
+    shortfall = champion - value
+    if shortfall <= tolerance + _ROUNDING_SLACK:
+        return True, (
+            f"roc_auc {shown} is {shortfall:.3f} below champion {shown_champion}, "
+            f"within tolerance {tolerance:.3f}"
+        )
+    shown_shortfall, shown_tolerance = _distinct(shortfall, tolerance)
+    return False, (
+        f"roc_auc {shown} is {shown_shortfall} below champion {shown_champion}, "
+        f"more than tolerance {shown_tolerance}"
+    )
+
+
+def _distinct(value: float, reference: float) -> tuple[str, str]:
+    """Both numbers with 3 decimals, or more when 3 would print two different numbers alike."""
+    for decimals in range(3, 16):
+        shown, shown_reference = f"{value:.{decimals}f}", f"{reference:.{decimals}f}"
+        if (shown == shown_reference) == (value == reference):
+            return shown, shown_reference
+    return repr(value), repr(reference)
