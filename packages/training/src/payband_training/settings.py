@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from payband_data.settings import payband_home
+
 
 class TrainingSettings(BaseSettings):
     """Settings of a training run; read once per command or pipeline run."""
@@ -28,3 +30,11 @@ class TrainingSettings(BaseSettings):
     min_roc_auc: Annotated[float, Field(ge=0, le=1)] = 0.80
     min_disparate_impact: Annotated[float, Field(ge=0, le=1)] = 0.80
     champion_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.01
+    # MLflow: tracking and registry in PostgreSQL, artifacts in a directory or s3://bucket/prefix.
+    mlflow_tracking_uri: str = "postgresql+psycopg://postgres@127.0.0.1:5432/mlflow"
+    mlflow_artifact_root: str = Field(
+        default_factory=lambda: (payband_home() / "mlflow-artifacts").as_uri()
+    )
+    mlflow_experiment: str = "salary-band"
+    model_name: str = "salary-band"
+    champion_alias: str = "champion"

@@ -1,0 +1,205 @@
+"""The model card: what a model is for, what it was trained on, how well and how fairly it does.
+
+Markdown, logged with every training run (``model_card.md``); written for the people who
+decide whether and how the model is used (EU AI Act Art. 11 and 13), not for engineers only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from payband_contracts import SalaryBands
+from payband_training.evaluate import Evaluation
+from payband_training.features import PROTECTED
+from payband_training.gates import GateDecision
+from payband_training.model import ModelSchema
+
+__all__ = ["model_card"]
+
+_SOURCES = {
+    "adult": "UCI Adult (person records from the {year} US Census database)",
+    "pums": "ACS PUMS {year} (American Community Survey person records)",
+}
+_METRIC_NAMES = {
+    "accuracy": "Accuracy",
+    "balanced_accuracy": "Balanced accuracy",
+    "macro_f1": "Macro F1",
+    "roc_auc": "ROC AUC",
+    "log_loss": "Log loss",
+    "brier_score": "Brier score",
+}
+
+
+def _cell(value: object) -> str:
+    """Text safe inside a markdown table cell."""
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _number(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def _population(schema: ModelSchema) -> str:
+    where = f"the states {', '.join(schema.states)}" if schema.states else "all US states"
+    return f"adults with earnings in {where}, as sampled by {_source(schema)}"
+
+
+def _source(schema: ModelSchema) -> str:
+    template = _SOURCES.get(schema.source, "{source} data of {year}")
+    return template.format(source=schema.source, year=schema.year or "an unknown year")
+
+
+def _bands(schema: ModelSchema) -> list[str]:
+    lines = ["| Band | Label | Annual income (USD) |", "| ---: | --- | --- |"]
+    for band in SalaryBands(edges_usd=schema.band_edges_usd).bands:
+        if band.lower_usd is None:
+            income = f"up to {band.upper_usd:,.0f}"
+        elif band.upper_usd is None:
+            income = f"more than {band.lower_usd:,.0f}"
+        else:
+            income = f"more than {band.lower_usd:,.0f}, up to {band.upper_usd:,.0f}"
+        lines.append(f"| {band.index} | {_cell(band.label)} | {income} |")
+    return lines
+
+
+def _intended_use(schema: ModelSchema) -> list[str]:
+    return [
+        "## Intended use",
+        "",
+        "- Estimates the salary band of a candidate from a few job-related attributes, to "
+        "support, not replace, the people who decide on pay offers. Every estimate comes with "
+        "its explanation and is reviewed by a person before it affects an offer.",
+        "- A high-risk AI system under the EU AI Act (Annex III, point 4: employment and "
+        "workers management): human oversight, logging of every prediction and monitoring "
+        "after deployment are part of its use.",
+        f"- Valid only for the population it was trained on: {_population(schema)}. "
+        "Not for individuals outside it, nor for deciding about a person without review.",
+        "- Not for estimating anything about sex or race; those attributes are used to "
+        "measure fairness.",
+    ]
+
+
+def _data(schema: ModelSchema, evaluation: Evaluation, train_rows: int | None) -> list[str]:
+    test_rows = sum(band.support for band in evaluation.per_band)
+    return [
+        "## Data",
+        "",
+        f"Source: {_source(schema)}.",
+        "",
+        "| Part | Version | Rows |",
+        "| --- | --- | ---: |",
+        f"| Features snapshot | `{_cell(schema.features_uri)}` | |",
+        f"| Training | `{_cell(schema.train_uri)}` | {'' if train_rows is None else train_rows} |",
+        f"| Test | `{_cell(schema.test_uri)}` | {test_rows} |",
+        "",
+        "Salary bands:",
+        "",
+        *_bands(schema),
+    ]
+
+
+def _model(schema: ModelSchema, params: Mapping[str, Any], cv_roc_auc: float | None) -> list[str]:
+    protected = ", ".join(PROTECTED)
+    use = (
+        f"Protected attributes used as inputs: yes ({protected})."
+        if schema.use_protected
+        else f"Protected attributes used as inputs: no; {protected} are used only to "
+        "measure fairness."
+    )
+    lines = [
+        "## Model",
+        "",
+        "XGBoost gradient-boosted trees with native categorical splits, "
+        + (
+            "binary logistic objective."
+            if schema.n_bands == 2
+            else f"softmax over {schema.n_bands} bands."
+        ),
+        "",
+        f"Features, in input order: {', '.join(f'`{name}`' for name in schema.features)}.",
+        "",
+        use,
+        "",
+    ]
+    if cv_roc_auc is not None and math.isfinite(cv_roc_auc):
+        lines += [f"Best cross-validated ROC AUC in the search: {cv_roc_auc:.3f}.", ""]
+    lines += ["| Parameter | Value |", "| --- | --- |"]
+    lines += [f"| {_cell(name)} | {_cell(value)} |" for name, value in sorted(params.items())]
+    return lines
+
+
+def _metrics(evaluation: Evaluation) -> list[str]:
+    lines = ["## Metrics (test set)", "", "| Metric | Value |", "| --- | ---: |"]
+    lines += [
+        f"| {_METRIC_NAMES.get(name, name)} | {_number(value)} |"
+        for name, value in evaluation.quality.items()
+    ]
+    lines += [
+        "",
+        "| Band | Precision | Recall | F1 | Support |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {_cell(band.label)} | {_number(band.precision)} | {_number(band.recall)} "
+        f"| {_number(band.f1)} | {band.support} |"
+        for band in evaluation.per_band
+    ]
+    if evaluation.notes:
+        lines += [""] + [f"- {_cell(note)}" for note in evaluation.notes]
+    return lines
+
+
+def _limitations(schema: ModelSchema) -> list[str]:
+    year = schema.year or "the survey year"
+    return [
+        "## Limitations",
+        "",
+        f"- Census survey data: self-reported, with income standing in for salary; the bands "
+        f"are in US dollars of {year}, not adjusted for inflation or for today's pay levels.",
+        f"- Trained on {_population(schema)}; other countries, years, sectors or groups "
+        "absent from the data are outside what was measured.",
+        "- Bands are coarse: an estimate says which band is likely, not a salary, and people "
+        "near a band edge are the most uncertain.",
+        "- Sex is recorded as two categories and race in a few broad groups; fairness is "
+        "measured only for those, and small groups give unstable rates.",
+        "- Other inputs (occupation, marital status, birthplace) can carry information about "
+        "sex and race even when those are not inputs.",
+    ]
+
+
+def _gate(decision: GateDecision | None) -> list[str]:
+    lines = ["## Gate decision", ""]
+    if decision is None:
+        return [*lines, "Pending: the quality and fairness gates are applied at registration."]
+    verdict = (
+        "Passed: the model may become champion."
+        if decision.passed
+        else "Rejected: the model is registered but does not become champion."
+    )
+    return [*lines, verdict, "", *(f"- {_cell(reason)}" for reason in decision.reasons)]
+
+
+def model_card(
+    schema: ModelSchema,
+    evaluation: Evaluation,
+    *,
+    params: Mapping[str, Any],
+    cv_roc_auc: float | None = None,
+    train_rows: int | None = None,
+    decision: GateDecision | None = None,
+    title: str = "salary-band",
+) -> str:
+    """The model card in markdown; the gate section says "pending" without a ``decision``."""
+    sections = [
+        [f"# Model card: {_cell(title)}"],
+        _intended_use(schema),
+        _data(schema, evaluation, train_rows),
+        _model(schema, params, cv_roc_auc),
+        _metrics(evaluation),
+        ["## Fairness", "", evaluation.fairness_table().rstrip("\n")],
+        _limitations(schema),
+        _gate(decision),
+    ]
+    return "\n\n".join("\n".join(section) for section in sections) + "\n"

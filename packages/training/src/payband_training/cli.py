@@ -1,0 +1,141 @@
+"""payband-training: train, evaluate, record and register a salary-band model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from payband_contracts.cli_support import add_version_option
+from payband_training import __version__
+
+app = typer.Typer(
+    help="The training pipeline of payband: search, evaluate, record, register.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+add_version_option(
+    app,
+    f"payband-training {__version__}",
+    "The training pipeline of payband: search, evaluate, record, register.",
+)
+
+T = TypeVar("T")
+console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(action: Callable[[], T]) -> T:
+    """Run `action`; an error a user can cause ends in one `error:` line, not a traceback."""
+    from payband_data.errors import DataError, first_line
+    from payband_training.registry import RegistryError
+    from payband_training.tracking import TrackingError
+
+    try:
+        return action()
+    except (DataError, RegistryError, TrackingError, ValueError) as error:
+        _fail(first_line(error))
+    except OSError as error:
+        _fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
+
+
+def _settings(**overrides: Any) -> Any:
+    from payband_data.settings import DataSettings
+    from payband_training.settings import TrainingSettings
+
+    try:
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return TrainingSettings(**given), DataSettings()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        _fail(f"invalid setting: {problems}")
+
+
+def _summary(outcome: Any) -> Table:
+    table = Table(title="training summary", show_header=False)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    registration = outcome.registration
+    rows = [
+        ("features", outcome.features_uri),
+        ("train / test", f"{outcome.train_uri}\n{outcome.test_uri}"),
+        (
+            "search",
+            f"{outcome.search.n_trials} trials ({outcome.search.n_pruned} pruned), "
+            f"best CV ROC AUC {outcome.search.best_value:.4f}",
+        ),
+        ("MLflow run", outcome.run_id),
+        ("model", f"{registration.name} version {registration.version}"),
+        ("champion", "yes, promoted" if registration.promoted else "no, not promoted"),
+    ]
+    metrics = outcome.evaluation.metrics()
+    for name in ("roc_auc", "accuracy", "balanced_accuracy", "macro_f1", "log_loss", "brier_score"):
+        if name in metrics:
+            rows.append((f"test {name}", f"{metrics[name]:.4f}"))
+    for attribute in ("sex", "race"):
+        key = f"{attribute}_disparate_impact"
+        if key in metrics:
+            rows.append((f"{attribute} disparate impact", f"{metrics[key]:.3f}"))
+    rows.append(("gates", "\n".join(registration.decision.reasons)))
+    for what, value in rows:
+        table.add_row(what, value)
+    return table
+
+
+@app.command()
+def train(
+    features_uri: Annotated[
+        str | None,
+        typer.Argument(help="Features snapshot URI [default: the newest features/<source>]."),
+    ] = None,
+    source: Annotated[str, typer.Option(help="Source whose newest snapshot to use.")] = "adult",
+    trials: Annotated[int | None, typer.Option(help="Optuna trials of this worker.")] = None,
+    timeout_s: Annotated[float | None, typer.Option(help="Stop the search after seconds.")] = None,
+    use_protected: Annotated[
+        bool | None,
+        typer.Option("--use-protected/--no-use-protected", help="Let sex and race in."),
+    ] = None,
+    reweigh: Annotated[
+        bool | None, typer.Option("--reweigh/--no-reweigh", help="Reweigh by group and band.")
+    ] = None,
+) -> None:
+    """Train on a features snapshot, record the run in MLflow and register the model."""
+    from payband_data.store import open_store
+
+    settings, data_settings = _settings(
+        trials=trials, timeout_s=timeout_s, use_protected_attributes=use_protected, reweigh=reweigh
+    )
+
+    def newest() -> str:
+        with open_store(data_settings) as store:
+            version = store.latest(f"features/{source}")
+        if version is None:
+            raise ValueError(
+                f"the store has no features/{source} version: run `payband-data snapshot` first"
+            )
+        return version.uri
+
+    uri = features_uri or _run(newest)
+
+    def progress(step: str, detail: str) -> None:
+        console.print(f"[bold]{step}[/bold] {detail}")
+
+    from payband_training.pipeline import train as run_training  # MLflow, XGBoost: seconds
+
+    outcome = _run(lambda: run_training(uri, settings, data_settings, progress=progress))
+    Console().print(_summary(outcome))
+
+
+def main() -> None:
+    app()

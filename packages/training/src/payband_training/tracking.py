@@ -1,0 +1,542 @@
+"""One MLflow run per training: parameters, metrics, data lineage, model, evidence.
+
+A run holds the search's best parameters and the settings that shaped the training, the
+evaluation's metrics, the train and test parts as dataset inputs (their versioned-store URIs
+as source), the model (``payband_training.model``), SHAP summary plots from XGBoost's exact
+TreeSHAP, the model card and the reference data for monitoring.
+
+MLflow's telemetry is switched off by ``payband_training/__init__.py``, which runs before
+this module imports mlflow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import math
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import mlflow
+import numpy as np
+import pandas as pd
+import sqlalchemy
+import xgboost as xgb
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import register_dataset_source
+from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SADeprecationWarning, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+from xgboost import XGBClassifier
+
+from payband_data.settings import DataSettings
+from payband_data.store import open_store
+from payband_training import __version__
+from payband_training.card import model_card
+from payband_training.evaluate import Evaluation
+from payband_training.features import BAND, FEATURES
+from payband_training.gates import GateDecision
+from payband_training.model import (
+    ModelSchema,
+    encode_inputs,
+    log_model,
+    make_input_example,
+    predict_frame,
+)
+from payband_training.search import SearchResult, storage_url
+from payband_training.settings import TrainingSettings
+
+__all__ = [
+    "MODEL_CARD_FILE",
+    "REFERENCE_FILE",
+    "SHAP_DIR",
+    "STORE_SOURCE_TYPE",
+    "LoggedTraining",
+    "TrackingError",
+    "VersionedStoreSource",
+    "configure",
+    "log_training",
+    "reference_frame",
+    "shap_values",
+    "training_metrics",
+    "training_params",
+    "write_shap_plots",
+]
+
+log = logging.getLogger(__name__)
+
+MODEL_CARD_FILE = "model_card.md"
+REFERENCE_FILE = "reference.parquet"
+SHAP_DIR = "shap"
+SHAP_IMPORTANCE_FILE = "importance.png"
+STORE_SOURCE_TYPE = "payband_store"
+TRAINING_CONTEXT = "training"
+TESTING_CONTEXT = "testing"
+RECORD_ID = "record_id"
+# Rows drawn into the SHAP plots; contributions are exact whatever the sample.
+SHAP_SAMPLE_ROWS = 2000
+_STORE_SCHEMES = ("local://", "lakefs://")
+# Tracking URIs MLflow opens with SQLAlchemy (its DATABASE_ENGINES).
+_DATABASE_BACKENDS = frozenset({"postgresql", "mysql", "mssql", "sqlite"})
+_RESERVED_PARAMS = frozenset(
+    {
+        "seed",
+        "trials",
+        "timeout_s",
+        "cv_folds",
+        "test_fraction",
+        "use_protected",
+        "reweigh",
+        "n_bands",
+        "band_edges_usd",
+        "features",
+        "study_name",
+    }
+)
+
+
+class TrackingError(RuntimeError):
+    """MLflow cannot be reached or used as configured, or the results do not fit together."""
+
+
+class VersionedStoreSource(DatasetSource):
+    """A dataset version in payband's versioned store (``local://...`` or ``lakefs://...``).
+
+    ``load()`` fetches the version's files with the store configured by ``PAYBAND_DATA_*``.
+    """
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return STORE_SOURCE_TYPE
+
+    def load(self, dst_path: str | None = None) -> str:
+        """Fetch the version's files into ``dst_path`` (a new temporary folder if None)."""
+        target = Path(dst_path or tempfile.mkdtemp(prefix="payband-dataset-"))
+        with open_store(DataSettings()) as store:
+            store.fetch(self.uri, target)
+        return str(target)
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return isinstance(raw_source, str) and raw_source.startswith(_STORE_SCHEMES)
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> VersionedStoreSource:
+        return cls(str(raw_source))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uri": self.uri}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]) -> VersionedStoreSource:
+        return cls(str(source_dict["uri"]))
+
+
+# So mlflow.data.get_source() turns a logged input back into a VersionedStoreSource.
+register_dataset_source(VersionedStoreSource)
+
+
+@dataclass(frozen=True)
+class LoggedTraining:
+    """Where a training was recorded."""
+
+    run_id: str
+    experiment_id: str
+    model_info: ModelInfo
+
+    @property
+    def model_uri(self) -> str:
+        return f"runs:/{self.run_id}/{self.model_info.name}"
+
+
+def _shown_uri(uri: str) -> str:
+    """A tracking URI fit for messages: a database password is hidden."""
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except ArgumentError:
+        return uri
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _import_sql_store() -> None:
+    with warnings.catch_warnings():
+        # MLflow's SQL store maps one relationship with SQLAlchemy's deprecated "noload"
+        # strategy; the warning fires once, when the module is imported.
+        warnings.filterwarnings(
+            "ignore",
+            message="The ``noload`` loader strategy is deprecated",
+            category=SADeprecationWarning,
+        )
+        importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
+
+
+def _check_database(uri: str) -> None:
+    """Fail fast on an unreachable tracking database; MLflow itself retries for ~100 s."""
+    try:
+        url = make_url(uri)
+    except ArgumentError:
+        return
+    if url.get_backend_name() not in _DATABASE_BACKENDS:
+        return
+    connect_args = {"connect_timeout": 10} if url.get_backend_name() == "postgresql" else {}
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise TrackingError(
+            f"cannot use the tracking URI {_shown_uri(uri)}: {_reason(exc)}"
+        ) from None
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        raise TrackingError(
+            f"cannot reach the MLflow database {_shown_uri(uri)}: {_reason(exc)}"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def configure(settings: TrainingSettings) -> str:
+    """Point MLflow's tracking and registry at the settings; return the experiment's id.
+
+    The experiment is created with the configured artifact root if it does not exist. An
+    existing one keeps its artifact location (MLflow cannot move it); a log line says so.
+    """
+    # postgresql:// would mean psycopg2, which is not installed; psycopg 3 is.
+    uri = storage_url(settings.mlflow_tracking_uri)
+    _check_database(uri)
+    _import_sql_store()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    name, root = settings.mlflow_experiment, settings.mlflow_artifact_root
+    if root.startswith("s3://") and importlib.util.find_spec("boto3") is None:
+        raise TrackingError(f"the artifact root {root} is on S3, which needs boto3 installed")
+    try:
+        client = MlflowClient()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            try:
+                experiment_id = client.create_experiment(name, artifact_location=root)
+            except MlflowException as exc:
+                # Another worker created it between the lookup and here.
+                if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                    raise
+                experiment = client.get_experiment_by_name(name)
+            else:
+                log.info("created MLflow experiment %r with artifacts in %s", name, root)
+                return experiment_id
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
+        raise TrackingError(
+            f"cannot use MLflow at {_shown_uri(uri)} (experiment {name!r}): {_reason(exc)}"
+        ) from None
+    if experiment is None:
+        raise TrackingError(f"MLflow experiment {name!r} vanished while it was being created")
+    if experiment.lifecycle_stage != "active":
+        raise TrackingError(
+            f"MLflow experiment {name!r} (id {experiment.experiment_id}) is deleted: restore it "
+            "(mlflow experiments restore) or set PAYBAND_TRAINING_MLFLOW_EXPERIMENT to another name"
+        )
+    if experiment.artifact_location.rstrip("/") != root.rstrip("/"):
+        log.warning(
+            "MLflow experiment %r keeps its artifact location %s, not the configured %s",
+            name,
+            experiment.artifact_location,
+            root,
+        )
+    return str(experiment.experiment_id)
+
+
+def training_params(
+    settings: TrainingSettings, schema: ModelSchema, search: SearchResult
+) -> dict[str, str]:
+    """The run's parameters: the search's best ones and what shaped the training."""
+    if clash := sorted(_RESERVED_PARAMS & set(search.best_params)):
+        raise TrackingError(f"search parameters {clash} clash with the run's own parameters")
+    params = {name: str(value) for name, value in search.best_params.items()}
+    params |= {
+        "seed": str(settings.seed),
+        "trials": str(settings.trials),
+        "timeout_s": "none" if settings.timeout_s is None else f"{settings.timeout_s:g}",
+        "cv_folds": str(settings.cv_folds),
+        "test_fraction": repr(float(settings.test_fraction)),
+        "use_protected": str(schema.use_protected).lower(),
+        "reweigh": str(settings.reweigh).lower(),
+        "n_bands": str(schema.n_bands),
+        "band_edges_usd": json.dumps(list(schema.band_edges_usd)),
+        "features": ",".join(schema.features),
+        "study_name": search.study_name,
+    }
+    return params
+
+
+def _search_metrics(search: SearchResult) -> dict[str, float]:
+    metrics = {
+        "search_best_cv_roc_auc": search.best_value,
+        "search_trials": float(search.n_trials),
+        "search_pruned": float(search.n_pruned),
+        "search_complete": float(search.n_complete),
+    }
+    return {name: value for name, value in metrics.items() if math.isfinite(value)}
+
+
+def training_metrics(evaluation: Evaluation, search: SearchResult) -> dict[str, float]:
+    """The evaluation's flat metrics plus the search's best CV ROC AUC and trial counts."""
+    metrics, search_metrics = evaluation.metrics(), _search_metrics(search)
+    if clash := sorted(set(metrics) & set(search_metrics)):
+        raise TrackingError(f"evaluation metrics {clash} clash with the search's metrics")
+    return metrics | search_metrics
+
+
+def _plain(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Columns as a reader expects them: categories as strings, integers as int64."""
+    plain = {}
+    for name in columns:
+        column = frame[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            plain[name] = column.astype(object).astype(str)
+        elif pd.api.types.is_integer_dtype(column.dtype):
+            plain[name] = column.astype(np.int64)
+        else:
+            plain[name] = column
+    return pd.DataFrame(plain, index=frame.index)
+
+
+def reference_frame(booster: xgb.Booster, schema: ModelSchema, test: pd.DataFrame) -> pd.DataFrame:
+    """Reference data for monitoring: per test row its record_id, every catalogue feature
+    (protected ones included), the true ``band``, ``predicted_band`` and one probability
+    column per band label."""
+    if missing := [name for name in (RECORD_ID, *FEATURES, BAND) if name not in test.columns]:
+        raise TrackingError(f"the test rows lack columns {', '.join(missing)}")
+    inputs = _plain(test, [RECORD_ID, *FEATURES, BAND])
+    prediction = predict_frame(booster, schema, test)
+    if clash := sorted(set(inputs.columns) & set(prediction.columns)):
+        raise TrackingError(f"prediction columns {clash} clash with input columns")
+    return pd.concat([inputs, prediction], axis=1).reset_index(drop=True)
+
+
+def shap_values(booster: xgb.Booster, inputs: pd.DataFrame) -> np.ndarray:
+    """Exact TreeSHAP contributions from XGBoost: rows x outputs x (features + bias).
+
+    One output (the log-odds of band 1) for two bands, one per band otherwise; each row's
+    contributions plus its bias sum to the model's raw margin.
+    """
+    matrix = xgb.DMatrix(inputs, enable_categorical=True)
+    contributions = booster.predict(matrix, pred_contribs=True, validate_features=True)
+    return contributions[:, np.newaxis, :] if contributions.ndim == 2 else contributions
+
+
+def _colour_values(inputs: pd.DataFrame) -> pd.DataFrame:
+    # The beeswarm colours points by value: category codes follow the catalogue's order.
+    return pd.DataFrame(
+        {
+            name: column.cat.codes if isinstance(column.dtype, pd.CategoricalDtype) else column
+            for name, column in inputs.items()
+        }
+    )
+
+
+def write_shap_plots(
+    booster: xgb.Booster,
+    schema: ModelSchema,
+    frame: pd.DataFrame,
+    directory: Path,
+    *,
+    seed: int,
+    max_rows: int = SHAP_SAMPLE_ROWS,
+) -> list[Path]:
+    """SHAP summary plots of ``frame``'s rows (at most ``max_rows``, drawn with ``seed``).
+
+    ``summary_band_<i>.png`` per explained band (band 1 only for two bands, whose log-odds
+    the binary model predicts; every band otherwise) and ``importance.png`` (mean |SHAP|).
+    """
+    with warnings.catch_warnings():
+        # shap's colour maps call matplotlib setters deprecated in 3.10 when it is imported.
+        warnings.filterwarnings(
+            "ignore",
+            message="The set_(bad|over|under) function will be deprecated",
+            category=PendingDeprecationWarning,
+        )
+        import shap
+    # Headless: the figures only ever go to files.
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    inputs = encode_inputs(frame, schema)
+    if len(inputs) > max_rows:
+        inputs = inputs.sample(n=max_rows, random_state=seed)
+    values = shap_values(booster, inputs)[:, :, :-1]
+    colours = _colour_values(inputs)
+    features = list(schema.features)
+    bands = [1] if schema.n_bands == 2 else list(range(schema.n_bands))
+    per_band = [values[:, output, :] for output in range(len(bands))]
+    # (file name, title, shap.summary_plot arguments) per figure.
+    figures: list[tuple[str, str, dict[str, Any]]] = [
+        (
+            f"summary_band_{band}.png",
+            f"SHAP values for band {schema.band_labels[band]} (log-odds, {len(inputs)} rows)",
+            {"shap_values": per_band[output]},
+        )
+        for output, band in enumerate(bands)
+    ]
+    figures.append(
+        (
+            SHAP_IMPORTANCE_FILE,
+            f"Mean |SHAP value| ({len(inputs)} rows)",
+            {
+                "shap_values": per_band[0] if len(bands) == 1 else per_band,
+                "plot_type": "bar",
+                "class_names": [schema.band_labels[band] for band in bands],
+            },
+        )
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    open_before = set(plt.get_fignums())
+    try:
+        for file_name, title, arguments in figures:
+            shap.summary_plot(
+                features=colours,
+                feature_names=features,
+                max_display=len(features),
+                show=False,
+                **arguments,
+            )
+            figure = plt.gcf()
+            figure.axes[0].set_title(title)
+            figure.savefig(directory / file_name, dpi=100, bbox_inches="tight")
+            plt.close(figure)
+            written.append(directory / file_name)
+    finally:
+        for number in set(plt.get_fignums()) - open_before:
+            plt.close(number)
+    return written
+
+
+def _check_results(
+    settings: TrainingSettings,
+    booster: xgb.Booster,
+    schema: ModelSchema,
+    evaluation: Evaluation,
+    parts: Mapping[str, pd.DataFrame],
+) -> None:
+    schema.check_booster(booster)
+    if tuple(evaluation.band_labels) != schema.band_labels:
+        raise TrackingError(
+            f"the evaluation's bands {list(evaluation.band_labels)} differ from the model's "
+            f"{list(schema.band_labels)}"
+        )
+    if schema.use_protected != settings.use_protected_attributes:
+        raise TrackingError(
+            f"the model was trained with use_protected={schema.use_protected}, the settings "
+            f"say {settings.use_protected_attributes}"
+        )
+    for part, frame in parts.items():
+        if missing := [name for name in (RECORD_ID, *FEATURES, BAND) if name not in frame.columns]:
+            raise TrackingError(f"the {part} rows lack columns {', '.join(missing)}")
+
+
+def _digest(frame: pd.DataFrame) -> str:
+    # Ours rather than MLflow's: its digest calls DataFrame.all positionally (pandas 4 warns).
+    rows = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    columns = "\x1f".join(str(name) for name in frame.columns).encode()
+    return hashlib.sha256(rows.tobytes() + columns).hexdigest()[:16]
+
+
+def _dataset(frame: pd.DataFrame, uri: str, name: str) -> PandasDataset:
+    plain = _plain(frame, [column for column in frame.columns if column != "dataset_uri"])
+    return mlflow.data.from_pandas(
+        plain, source=VersionedStoreSource(uri), name=name, targets=BAND, digest=_digest(plain)
+    )
+
+
+def log_training(
+    *,
+    settings: TrainingSettings,
+    model: XGBClassifier | xgb.Booster,
+    schema: ModelSchema,
+    search: SearchResult,
+    evaluation: Evaluation,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    decision: GateDecision | None = None,
+    run_name: str | None = None,
+) -> LoggedTraining:
+    """Record one training as one MLflow run in the configured experiment.
+
+    ``model`` is the final fit on ``train``; ``evaluation`` its result on ``test`` (both typed
+    by ``feature_frame``, with record_id); ``schema.train_uri``/``test_uri`` name their store
+    versions. ``decision`` fills the model card's gate section ("pending" without it).
+    """
+    booster = model if isinstance(model, xgb.Booster) else model.get_booster()
+    _check_results(settings, booster, schema, evaluation, {"train": train, "test": test})
+    experiment_id = configure(settings)
+    params = training_params(settings, schema, search)
+    metrics = training_metrics(evaluation, search)
+    # Logged in two parts: the evaluation belongs to the test data, the search does not.
+    search_metrics = {name: metrics.pop(name) for name in _search_metrics(search)}
+    tags = {
+        "source": schema.source,
+        "year": schema.year,
+        "states": ",".join(schema.states),
+        "features_uri": schema.features_uri,
+        "train_uri": schema.train_uri,
+        "test_uri": schema.test_uri,
+        "payband_training_version": __version__,
+    }
+    card = model_card(
+        schema,
+        evaluation,
+        params=search.best_params,
+        cv_roc_auc=search.best_value,
+        train_rows=len(train),
+        decision=decision,
+        title=settings.model_name,
+    )
+    reference = reference_frame(booster, schema, test)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        mlflow.log_params(params)
+        mlflow.set_tags(tags)
+        train_data = _dataset(train, schema.train_uri, f"{schema.source}-train")
+        test_data = _dataset(test, schema.test_uri, f"{schema.source}-test")
+        with warnings.catch_warnings():
+            # Logging a dataset infers its schema; MLflow hints that integer columns cannot
+            # hold missing values, which the feature checks already rule out.
+            warnings.filterwarnings(
+                "ignore", message="Hint: Inferred schema contains integer", category=UserWarning
+            )
+            mlflow.log_input(train_data, context=TRAINING_CONTEXT)
+            mlflow.log_input(test_data, context=TESTING_CONTEXT)
+        info = log_model(booster, schema, make_input_example(test, schema))
+        # Linked to the logged model too, so MLflow shows them with it.
+        mlflow.log_metrics(metrics, model_id=info.model_id, dataset=test_data)
+        mlflow.log_metrics(search_metrics, model_id=info.model_id)
+        mlflow.log_text(card, MODEL_CARD_FILE)
+        with tempfile.TemporaryDirectory(prefix="payband-run-") as tmp:
+            reference_path = Path(tmp) / REFERENCE_FILE
+            reference.to_parquet(reference_path, index=False)
+            mlflow.log_artifact(str(reference_path))
+            plots = Path(tmp) / SHAP_DIR
+            write_shap_plots(booster, schema, test, plots, seed=settings.seed)
+            mlflow.log_artifacts(str(plots), artifact_path=SHAP_DIR)
+    log.info("logged training run %s in experiment %s", run.info.run_id, experiment_id)
+    return LoggedTraining(run_id=run.info.run_id, experiment_id=experiment_id, model_info=info)

@@ -1,0 +1,104 @@
+"""payband-training train through its console script, on a real Adult features snapshot."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from payband_data import steps
+from payband_data.settings import DataSettings
+
+CLI = Path(sys.executable).with_name("payband-training")
+
+
+@pytest.fixture(scope="module")
+def mlflow_database(postgres_server):
+    """MLflow's own database: it and Optuna's study storage each keep an alembic_version table."""
+    info = postgres_server.create_database("training_cli_mlflow")
+    yield info
+    postgres_server.drop_database("training_cli_mlflow")
+
+
+@pytest.fixture(scope="module")
+def environment(postgres_module_database, mlflow_database, tmp_path_factory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("payband-home")
+    url = postgres_module_database.url
+    settings = DataSettings(database_url=url, store_dir=home / "store", dbt_work_dir=home / "dbt")
+    raw = steps.ingest("adult", settings)
+    steps.load(raw.uri, settings)
+    steps.build("adult", [50_000], settings)
+    steps.snapshot("adult", [50_000], settings)
+    return {
+        **os.environ,
+        "PAYBAND_HOME": str(home),
+        "PAYBAND_DATA_DATABASE_URL": url,
+        "PAYBAND_TRAINING_STUDY_STORAGE_URL": url,
+        "PAYBAND_TRAINING_MLFLOW_TRACKING_URI": mlflow_database.url,
+        "PAYBAND_TRAINING_CV_FOLDS": "2",
+        "COLUMNS": "160",
+    }
+
+
+def payband_training(environment, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *args], env=environment, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_train_registers_the_newest_adult_snapshot(environment) -> None:
+    result = payband_training(environment, "train", "--trials", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for step in ("features", "split", "search", "evaluate", "mlflow", "registry"):
+        assert re.search(rf"^{step} ", result.stderr, re.MULTILINE), result.stderr
+    assert "45,222 rows, 2 bands from adult" in result.stderr
+    summary = result.stdout
+    assert "training summary" in summary
+    assert "salary-band version 1" in summary
+    auc = float(re.search(r"test roc_auc\s+\│?\s*([0-9.]+)", summary).group(1))
+    assert 0.8 < auc < 1
+    assert "sex disparate impact" in summary
+    assert "roc_auc" in summary
+
+    # The run and the registry, through MLflow itself.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=environment["PAYBAND_TRAINING_MLFLOW_TRACKING_URI"])
+    (version,) = client.search_model_versions("name = 'salary-band'")
+    run = client.get_run(version.run_id)
+    assert run.data.metrics["roc_auc"] == pytest.approx(auc, abs=1e-4)
+    assert version.tags["gate.decision"] in {"promoted", "rejected"}
+    card = client.download_artifacts(version.run_id, "model_card.md")
+    text = Path(card).read_text()
+    assert "Pending" not in text, "the card states the registry's decision"
+    assert version.tags["gate.decision"] in text.lower()
+
+
+def test_no_snapshot_of_a_source_is_one_line(environment) -> None:
+    result = payband_training(environment, "train", "--source", "pums")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: the store has no features/pums version: run `payband-data snapshot` first"
+    )
+
+
+def test_mlflow_and_the_study_in_one_database_is_refused(environment) -> None:
+    shared = {
+        **environment,
+        "PAYBAND_TRAINING_MLFLOW_TRACKING_URI": environment["PAYBAND_TRAINING_STUDY_STORAGE_URL"],
+    }
+    result = payband_training(shared, "train", "--trials", "1")
+    assert result.returncode == 2
+    assert "MLflow and the Optuna study need separate databases" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_setting_is_one_line(environment) -> None:
+    result = payband_training(environment, "train", "--trials", "0")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid setting: trials:")
+    assert "Traceback" not in result.stderr
