@@ -1,0 +1,193 @@
+"""Adult training wall time: the Optuna search alone and the whole training pipeline.
+
+    uv run python benchmarks/training.py [--trials 20] [--folds 3] [--no-fail]
+
+Starts an embedded PostgreSQL with fsync on (commits are durable) and uses a temporary
+PAYBAND_HOME (local store, dbt work dir, MLflow artifacts). Data prep, timed on its own: the
+Adult features snapshot with one band edge at 50,000 USD through payband_data.steps (ingest ->
+load -> dbt build -> snapshot). Then, with the Optuna study in database 'optuna' and MLflow in
+database 'mlflow' (they must not share one):
+(1) search: payband_training.search.search on the train part of the split (the split the
+    pipeline draws), --trials trials of --folds-fold cross-validated ROC AUC.
+(2) pipeline: payband_training.pipeline.train on the snapshot (read, split committed to the
+    store, a fresh study of --trials trials, final fit, evaluation, MLflow run with SHAP plots
+    and model card, registration), each step timed from its progress report.
+Target (issue 5): 20 trials with 3-fold cross-validation in under 180 s, checked for the search
+and for the whole pipeline. Prints a table; exits 1 if a target is missed (0 with --no-fail).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from payband_data import steps
+from payband_data.settings import DataSettings
+from payband_testing.postgres import EmbeddedPostgres
+from payband_training.features import read_features
+from payband_training.pipeline import train
+from payband_training.search import SearchResult, search
+from payband_training.settings import TrainingSettings
+from payband_training.split import split
+
+T = TypeVar("T")
+TARGET_S = 180.0
+ADULT_EDGES = (50_000,)
+# What ends with each pipeline progress report (the CLI's step names).
+PIPELINE_STEPS = {
+    "features": "read features",
+    "split": "split + commit",
+    "search": "search",
+    "evaluate": "final fit + evaluation",
+    "mlflow": "MLflow run",
+    "registry": "registration + card",
+}
+
+
+@dataclass
+class Row:
+    measure: str
+    result: str
+    target: str = ""
+    ratio: str = ""
+    passed: bool | None = None  # None: informative, no target
+
+
+def timed(action: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    value = action()
+    return value, time.perf_counter() - started
+
+
+def within_target(measure: str, seconds: float) -> Row:
+    ratio = f"{seconds / TARGET_S:.0%} of budget"
+    return Row(measure, f"{seconds:.1f} s", f"< {TARGET_S:.0f} s", ratio, seconds < TARGET_S)
+
+
+def data_prep(settings: DataSettings) -> tuple[str, list[Row]]:
+    """The Adult features snapshot's URI; untimed for the target, reported on its own."""
+    started = time.perf_counter()
+    version = steps.ingest("adult", settings)
+    rows = steps.load(version.uri, settings)
+    steps.build("adult", ADULT_EDGES, settings)
+    snapshot = steps.snapshot("adult", ADULT_EDGES, settings)
+    seconds = time.perf_counter() - started
+    return snapshot.uri, [Row(f"data prep: adult snapshot, {rows:,} rows", f"{seconds:.1f} s")]
+
+
+def search_rows(found: SearchResult, seconds: float, train_rows: int, label: str) -> list[Row]:
+    return [
+        Row(f"{label}: train rows", f"{train_rows:,}"),
+        Row(f"{label}: trials (complete / pruned)", f"{found.n_trials} ({found.n_complete} / "
+            f"{found.n_pruned})"),
+        within_target(f"{label}: seconds", seconds),
+        Row(f"{label}: trials per minute", f"{found.n_trials / seconds * 60:.1f}"),
+        Row(f"{label}: best CV ROC AUC", f"{found.best_value:.4f}"),
+    ]  # fmt: skip
+
+
+def search_run(features_uri: str, settings: TrainingSettings, data: DataSettings) -> list[Row]:
+    features = read_features(features_uri, data)
+    parts = split(features, test_fraction=settings.test_fraction, seed=settings.seed)
+    found, seconds = timed(
+        lambda: search(
+            parts.train,
+            use_protected=settings.use_protected_attributes,
+            n_bands=features.n_bands,
+            settings=settings,
+            storage=settings.study_storage_url,
+            study_name="benchmark-search",
+        )
+    )
+    return search_rows(found, seconds, len(parts.train), "search")
+
+
+def pipeline_run(features_uri: str, settings: TrainingSettings, data: DataSettings) -> list[Row]:
+    # Each step reports when it ends (search after every trial): its last report ends it.
+    ended: dict[str, float] = {}
+    started = time.perf_counter()
+    outcome, total = timed(
+        lambda: train(
+            features_uri,
+            settings,
+            data,
+            progress=lambda step, _: ended.__setitem__(step, time.perf_counter()),
+        )
+    )
+    steps_rows: list[Row] = []
+    previous = started
+    for step, end in ended.items():
+        name = PIPELINE_STEPS.get(step, step)
+        steps_rows.append(Row(f"pipeline: {name}", f"{end - previous:.1f} s"))
+        previous = end
+    found = outcome.search
+    registered = outcome.registration
+    decision = "champion" if registered.promoted else "not promoted"
+    return [
+        *steps_rows,
+        Row("pipeline: trials (complete / pruned)", f"{found.n_trials} ({found.n_complete} / "
+            f"{found.n_pruned})"),
+        Row("pipeline: best CV ROC AUC", f"{found.best_value:.4f}"),
+        Row("pipeline: test ROC AUC", f"{outcome.evaluation.quality['roc_auc']:.4f}"),
+        Row("pipeline: registered", f"version {registered.version}, {decision}"),
+        within_target("pipeline: total seconds", total),
+    ]  # fmt: skip
+
+
+def print_table(rows: list[Row]) -> None:
+    status = {None: "", True: "pass", False: "FAIL"}
+    table = [("measure", "result", "target", "ratio", "")]
+    table += [(row.measure, row.result, row.target, row.ratio, status[row.passed]) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(5)]
+    for line in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--no-fail", action="store_true", help="exit 0 even if a target is missed")
+    args = parser.parse_args()
+
+    rows: list[Row] = [Row("cpus", str(os.cpu_count()))]
+    with (
+        tempfile.TemporaryDirectory(prefix="payband-bench-") as tmp,
+        EmbeddedPostgres(durable=True) as server,
+    ):
+        home = Path(tmp)
+        os.environ["PAYBAND_HOME"] = str(home)  # nothing of the run lands in ~/.payband
+        data = DataSettings(
+            database_url=server.create_database("payband").url,
+            store_dir=home / "store",
+            dbt_work_dir=home / "dbt",
+            pums_cache_dir=home / "cache" / "pums",
+        )
+        settings = TrainingSettings(
+            trials=args.trials,
+            cv_folds=args.folds,
+            study_storage_url=server.create_database("optuna").url,
+            mlflow_tracking_uri=server.create_database("mlflow").url,
+            mlflow_artifact_root=(home / "mlflow-artifacts").as_uri(),
+        )
+        features_uri, prep = data_prep(data)
+        rows += prep
+        rows += search_run(features_uri, settings, data)
+        rows += pipeline_run(features_uri, settings, data)
+
+    print_table(rows)
+    if not args.no_fail and any(row.passed is False for row in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
