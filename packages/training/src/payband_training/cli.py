@@ -111,27 +111,17 @@ def train(
     ] = None,
 ) -> None:
     """Train on a features snapshot, record the run in MLflow and register the model."""
-    from payband_data.store import open_store
-
     settings, data_settings = _settings(
         trials=trials, timeout_s=timeout_s, use_protected_attributes=use_protected, reweigh=reweigh
     )
+    # After the settings are checked: MLflow and XGBoost take seconds to import.
+    from payband_training.pipeline import newest_features_uri
+    from payband_training.pipeline import train as run_training
 
-    def newest() -> str:
-        with open_store(data_settings) as store:
-            version = store.latest(f"features/{source}")
-        if version is None:
-            raise ValueError(
-                f"the store has no features/{source} version: run `payband-data snapshot` first"
-            )
-        return version.uri
-
-    uri = features_uri or _run(newest)
+    uri = features_uri or _run(lambda: newest_features_uri(source, data_settings))
 
     def progress(step: str, detail: str) -> None:
         console.print(f"[bold]{step}[/bold] {detail}")
-
-    from payband_training.pipeline import train as run_training  # MLflow, XGBoost: seconds
 
     outcome = _run(lambda: run_training(uri, settings, data_settings, progress=progress))
     Console().print(_summary(outcome))

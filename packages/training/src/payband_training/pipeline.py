@@ -3,7 +3,8 @@
 read -> split (committed to the versioned store) -> Optuna search -> final fit -> evaluation
 -> MLflow run (params, metrics, data inputs, model, SHAP plots, model card, reference data)
 -> registry version, promoted to `champion` only if the gates pass.
-The CLI and the Dagster code location call these steps; they hold no logic of their own.
+`train` chains the public steps below; the Dagster code location (`definitions`) runs each
+step as an asset. Neither holds logic of its own.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 
@@ -18,16 +20,58 @@ from payband_data.settings import DataSettings
 from payband_data.store import open_store
 from payband_training.card import model_card
 from payband_training.evaluate import Evaluation, evaluate
-from payband_training.features import PROTECTED, read_features, to_model_frame
+from payband_training.features import (
+    PROTECTED,
+    FeatureSet,
+    band_labels_of,
+    read_features,
+    to_model_frame,
+)
 from payband_training.model import ModelSchema, predict_probabilities
 from payband_training.registry import Registration, register
 from payband_training.search import SearchResult, fit_final, reweigh, search, storage_url
 from payband_training.settings import TrainingSettings
-from payband_training.split import Split, commit_split, split
+from payband_training.split import TEST_FILE, TRAIN_FILE, SplitError, commit_split, split
 from payband_training.tracking import MODEL_CARD_FILE, configure, log_training
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from payband_data.store import DatasetVersion
 
 # (step name, detail) for progress output; the CLI prints it, Dagster logs it.
 Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """A committed train/test split in memory, with the versions its parts are."""
+
+    features_uri: str
+    train: pd.DataFrame
+    test: pd.DataFrame
+    train_version: DatasetVersion
+    test_version: DatasetVersion
+    band_labels: tuple[str, ...]
+
+    @property
+    def n_bands(self) -> int:
+        return len(self.band_labels)
+
+    @property
+    def source(self) -> str:
+        return self.train_version.metadata.get("source", "")
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """The final model as recorded in MLflow, and what its model card needs."""
+
+    run_id: str
+    model_uri: str
+    schema: ModelSchema
+    evaluation: Evaluation
+    train_rows: int
 
 
 @dataclass(frozen=True)
@@ -48,72 +92,127 @@ def _quiet(step: str, detail: str) -> None:
     del step, detail
 
 
-def train(
-    features_uri: str,
-    settings: TrainingSettings,
-    data_settings: DataSettings,
-    *,
-    study_name: str | None = None,
-    progress: Progress = _quiet,
-) -> TrainingOutcome:
-    """Train, evaluate, record and register one model on a features snapshot."""
+def check_databases(settings: TrainingSettings) -> None:
+    """Refuse MLflow and the Optuna study in one database (each keeps an alembic_version)."""
     if storage_url(settings.mlflow_tracking_uri) == storage_url(settings.study_storage_url):
         raise ValueError(
             "MLflow and the Optuna study need separate databases (each keeps its own "
             "alembic_version table): set PAYBAND_TRAINING_MLFLOW_TRACKING_URI or "
             "PAYBAND_TRAINING_STUDY_STORAGE_URL to another database"
         )
-    features = read_features(features_uri, data_settings)
-    source = features.version.metadata.get("source", "")
-    progress("features", f"{len(features.frame):,} rows, {features.n_bands} bands from {source}")
 
-    parts: Split = split(features, test_fraction=settings.test_fraction, seed=settings.seed)
+
+def newest_features_uri(source: str, data_settings: DataSettings) -> str:
+    """The URI of the newest ``features/<source>`` version; ValueError if there is none."""
+    with open_store(data_settings) as store:
+        version = store.latest(f"features/{source}")
+    if version is None:
+        raise ValueError(
+            f"the store has no features/{source} version: run `payband-data snapshot` first"
+        )
+    return version.uri
+
+
+def split_features(
+    features: FeatureSet,
+    settings: TrainingSettings,
+    data_settings: DataSettings,
+    *,
+    progress: Progress = _quiet,
+) -> TrainingData:
+    """Split a snapshot by band and commit both parts to the versioned store."""
+    source = features.version.metadata.get("source", "")
+    parts = split(features, test_fraction=settings.test_fraction, seed=settings.seed)
     with open_store(data_settings) as store:
         train_version, test_version = commit_split(parts, features, store, source=source)
     progress("split", f"train {train_version.uri}, test {test_version.uri}")
+    return TrainingData(
+        features_uri=features.uri,
+        train=parts.train,
+        test=parts.test,
+        train_version=train_version,
+        test_version=test_version,
+        band_labels=features.band_labels,
+    )
 
-    weights = reweigh(parts.train) if settings.reweigh else None
+
+def read_split(train_uri: str, test_uri: str, data_settings: DataSettings) -> TrainingData:
+    """A committed split read back from the store by its two URIs."""
+    train = read_features(train_uri, data_settings, file_name=TRAIN_FILE)
+    test = read_features(test_uri, data_settings, file_name=TEST_FILE)
+    origins = {part.version.metadata.get("features_uri", "") for part in (train, test)}
+    if len(origins) != 1:
+        raise SplitError(f"{train.uri} and {test.uri} are not parts of one features snapshot")
+    return TrainingData(
+        features_uri=origins.pop(),
+        train=train.frame,
+        test=test.frame,
+        train_version=train.version,
+        test_version=test.version,
+        band_labels=band_labels_of(train.version.metadata),
+    )
+
+
+def search_params(
+    data: TrainingData,
+    settings: TrainingSettings,
+    *,
+    study_name: str | None = None,
+    progress: Progress = _quiet,
+) -> SearchResult:
+    """The Optuna search on the train part; workers on the same train version join one study."""
     # One study per training data version: workers training on the same split join it.
-    name = study_name or f"salary-band-{train_version.version[:16]}"
+    name = study_name or f"salary-band-{data.train_version.version[:16]}"
     found = search(
-        parts.train,
+        data.train,
         use_protected=settings.use_protected_attributes,
-        n_bands=features.n_bands,
+        n_bands=data.n_bands,
         settings=settings,
         storage=settings.study_storage_url,
         study_name=name,
-        sample_weight=weights,
+        sample_weight=reweigh(data.train) if settings.reweigh else None,
         progress=lambda done, best: progress("search", f"trial {done}: best ROC AUC {best:.4f}"),
     )
     progress("search", f"best ROC AUC {found.best_value:.4f} after {found.n_trials} trials")
+    return found
 
+
+def fit_and_record(
+    data: TrainingData,
+    found: SearchResult,
+    settings: TrainingSettings,
+    *,
+    progress: Progress = _quiet,
+) -> TrainedModel:
+    """Fit the final model, evaluate it on the test part and record the run in MLflow."""
     model = fit_final(
-        parts.train,
+        data.train,
         found.best_params,
         use_protected=settings.use_protected_attributes,
-        n_bands=features.n_bands,
+        n_bands=data.n_bands,
         seed=settings.seed,
-        sample_weight=weights,
+        sample_weight=reweigh(data.train) if settings.reweigh else None,
     )
     booster = model.get_booster()
-    inputs = to_model_frame(parts.test, settings.use_protected_attributes)
-    probabilities = predict_probabilities(booster, inputs, features.n_bands)
+    inputs = to_model_frame(data.test, settings.use_protected_attributes)
+    probabilities = predict_probabilities(booster, inputs, data.n_bands)
     evaluation = evaluate(
-        parts.test["band"].to_numpy(),
+        data.test["band"].to_numpy(),
         probabilities,
-        {attribute: parts.test[attribute].astype(str).tolist() for attribute in PROTECTED},
-        features.band_labels,
+        {attribute: data.test[attribute].astype(str).tolist() for attribute in PROTECTED},
+        data.band_labels,
     )
     progress("evaluate", f"test ROC AUC {evaluation.quality['roc_auc']:.4f}")
 
-    metadata = features.version.metadata
+    # The split parts carry the snapshot's source, year, states and band edges.
+    metadata = data.train_version.metadata
     schema = ModelSchema.create(
         use_protected=settings.use_protected_attributes,
         band_edges_usd=json.loads(metadata["band_edges_usd"]),
-        features_uri=features_uri,
-        train_uri=train_version.uri,
-        test_uri=test_version.uri,
-        source=source,
+        features_uri=data.features_uri,
+        train_uri=data.train_version.uri,
+        test_uri=data.test_version.uri,
+        source=data.source,
         year=metadata.get("year", ""),
         states=[state for state in metadata.get("states", "").split(",") if state],
     )
@@ -124,33 +223,74 @@ def train(
         schema=schema,
         search=found,
         evaluation=evaluation,
-        train=parts.train,
-        test=parts.test,
+        train=data.train,
+        test=data.test,
     )
     progress("mlflow", f"run {logged.run_id}")
-    registration = register(logged.model_uri, logged.run_id, evaluation.metrics(), settings)
+    return TrainedModel(
+        run_id=logged.run_id,
+        model_uri=logged.model_uri,
+        schema=schema,
+        evaluation=evaluation,
+        train_rows=len(data.train),
+    )
+
+
+def register_model(
+    trained: TrainedModel,
+    found: SearchResult,
+    settings: TrainingSettings,
+    *,
+    progress: Progress = _quiet,
+) -> Registration:
+    """Register the recorded model (champion only if the gates pass); re-log its card."""
+    registration = register(
+        trained.model_uri, trained.run_id, trained.evaluation.metrics(), settings
+    )
     # The card was written before the registry decided; it now says what was decided.
     card = model_card(
-        schema,
-        evaluation,
+        trained.schema,
+        trained.evaluation,
         params=found.best_params,
         cv_roc_auc=found.best_value,
-        train_rows=len(parts.train),
+        train_rows=trained.train_rows,
         decision=registration.decision,
     )
-    MlflowClient().log_text(logged.run_id, card, MODEL_CARD_FILE)
+    uri = storage_url(settings.mlflow_tracking_uri)
+    # Its own client: in Dagster this step may run in another process than the MLflow run.
+    MlflowClient(tracking_uri=uri, registry_uri=uri).log_text(trained.run_id, card, MODEL_CARD_FILE)
     progress(
         "registry",
         f"{registration.name} version {registration.version}: "
         + ("promoted to champion" if registration.promoted else "not promoted"),
     )
+    return registration
+
+
+def train(
+    features_uri: str,
+    settings: TrainingSettings,
+    data_settings: DataSettings,
+    *,
+    study_name: str | None = None,
+    progress: Progress = _quiet,
+) -> TrainingOutcome:
+    """Train, evaluate, record and register one model on a features snapshot."""
+    check_databases(settings)
+    features = read_features(features_uri, data_settings)
+    source = features.version.metadata.get("source", "")
+    progress("features", f"{len(features.frame):,} rows, {features.n_bands} bands from {source}")
+    data = split_features(features, settings, data_settings, progress=progress)
+    found = search_params(data, settings, study_name=study_name, progress=progress)
+    trained = fit_and_record(data, found, settings, progress=progress)
+    registration = register_model(trained, found, settings, progress=progress)
     return TrainingOutcome(
         features_uri=features_uri,
-        train_uri=train_version.uri,
-        test_uri=test_version.uri,
+        train_uri=data.train_version.uri,
+        test_uri=data.test_version.uri,
         search=found,
-        evaluation=evaluation,
-        run_id=logged.run_id,
-        model_uri=logged.model_uri,
+        evaluation=trained.evaluation,
+        run_id=trained.run_id,
+        model_uri=trained.model_uri,
         registration=registration,
     )
