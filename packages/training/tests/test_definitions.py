@@ -142,6 +142,25 @@ def test_job_trains_and_registers_the_newest_adult_snapshot(settings, data_setti
     assert "Pending" not in card, "the card states the registry's decision"
     assert split.train_uri in card
 
+    # Adult without sex and race still selects men far more often: the fairness gate holds the
+    # model back, so it is a registered version but not the champion.
+    assert model.metrics["sex_disparate_impact"] < settings.min_disparate_impact
+    assert not registration.promoted
+    assert "sex disparate impact" in version.tags["gate.reasons"]
+    assert settings.champion_alias not in client.get_registered_model("salary-band").aliases
+
+    sources = {
+        dataset_input.tags[0].value: dataset_input.dataset.source
+        for dataset_input in run.inputs.dataset_inputs
+    }
+    assert set(sources) == {"training", "testing"}
+    assert split.train_uri in sources["training"]
+    assert split.test_uri in sources["testing"]
+    artifacts = {item.path for item in client.list_artifacts(model.run_id)}
+    assert {"model_card.md", "reference.parquet", "shap"} <= artifacts
+    plots = {item.path for item in client.list_artifacts(model.run_id, "shap")}
+    assert {"shap/importance.png", "shap/summary_band_1.png"} <= plots
+
 
 def test_dagster_loads_the_code_location_by_module(settings, data_settings, tmp_path) -> None:
     """What a code server does: `dagster definitions validate -m payband_training.definitions`."""
