@@ -26,13 +26,13 @@ from mlflow.protos.databricks_pb2 import (
     ErrorCode,
 )
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.exc import SQLAlchemyError
 
 from payband_training import gates
 from payband_training.gates import GateDecision
 from payband_training.search import storage_url
 from payband_training.settings import TrainingSettings
+from payband_training.tracking import check_database
 
 CHAMPION_TAG = "gate.champion_version"
 NO_CHAMPION = "none"
@@ -44,8 +44,6 @@ MODEL_DESCRIPTION = (
     "no-regression gates (see each version's gate.* tags)."
 )
 # MLflow retries an unreachable database for about 100 s before failing; probe it once instead.
-_DATABASE_SCHEMES = frozenset({"postgresql", "mysql", "mssql", "sqlite"})
-_CONNECT_TIMEOUT_S = 5
 _NOT_FOUND = ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
 _ALREADY_EXISTS = ErrorCode.Name(RESOURCE_ALREADY_EXISTS)
 
@@ -142,39 +140,14 @@ def champion(settings: TrainingSettings, client: MlflowClient | None = None) -> 
 
 def _connected(settings: TrainingSettings, client: MlflowClient | None) -> MlflowClient:
     if client is not None:
-        _check_reachable(client.tracking_uri)
+        check_database(client.tracking_uri, RegistryError)
         return client
     # postgresql:// would mean psycopg2, which is not installed; psycopg 3 is.
     uri = storage_url(settings.mlflow_tracking_uri)
     # Before the client: creating one already opens (and retries) the tracking store.
-    _check_reachable(uri)
+    check_database(uri, RegistryError)
     with _translated(f"open MLflow tracking store {_shown(uri)}"):
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def _check_reachable(tracking_uri: str) -> None:
-    """Fail fast, in one line, when the tracking database does not answer."""
-    scheme = urlsplit(tracking_uri).scheme.split("+", 1)[0]
-    if scheme not in _DATABASE_SCHEMES:
-        return
-    shown = _shown(tracking_uri)
-    try:
-        timeout = {"connect_timeout": _CONNECT_TIMEOUT_S} if scheme != "sqlite" else {}
-        engine = sqlalchemy.create_engine(tracking_uri, poolclass=NullPool, connect_args=timeout)
-    except (SQLAlchemyError, ImportError) as error:
-        raise RegistryError(
-            f"MLflow tracking URI {shown} is not usable: {_first_line(error)}"
-        ) from error
-    try:
-        with engine.connect():
-            pass
-    except SQLAlchemyError as error:
-        cause = error.orig if isinstance(error, DBAPIError) else error
-        raise RegistryError(
-            f"MLflow tracking store {shown} is unreachable: {_first_line(cause)}"
-        ) from error
-    finally:
-        engine.dispose()
 
 
 def _shown(uri: str) -> str:

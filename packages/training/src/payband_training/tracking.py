@@ -190,8 +190,11 @@ def _import_sql_store() -> None:
         importlib.import_module("mlflow.store.tracking.sqlalchemy_store")
 
 
-def _check_database(uri: str) -> None:
-    """Fail fast on an unreachable tracking database; MLflow itself retries for ~100 s."""
+def check_database(uri: str, error: type[Exception] = TrackingError) -> None:
+    """Fail fast, in one line, on an unreachable tracking database (``error`` names the caller).
+
+    MLflow itself retries an unreachable database for about 100 s.
+    """
     try:
         url = make_url(uri)
     except ArgumentError:
@@ -202,16 +205,12 @@ def _check_database(uri: str) -> None:
     try:
         engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
     except (SQLAlchemyError, ImportError) as exc:
-        raise TrackingError(
-            f"cannot use the tracking URI {_shown_uri(uri)}: {_reason(exc)}"
-        ) from None
+        raise error(f"cannot use the tracking URI {_shown_uri(uri)}: {_reason(exc)}") from None
     try:
         with engine.connect():
             pass
     except SQLAlchemyError as exc:
-        raise TrackingError(
-            f"cannot reach the MLflow database {_shown_uri(uri)}: {_reason(exc)}"
-        ) from None
+        raise error(f"cannot reach the MLflow database {_shown_uri(uri)}: {_reason(exc)}") from None
     finally:
         engine.dispose()
 
@@ -224,7 +223,7 @@ def configure(settings: TrainingSettings) -> str:
     """
     # postgresql:// would mean psycopg2, which is not installed; psycopg 3 is.
     uri = storage_url(settings.mlflow_tracking_uri)
-    _check_database(uri)
+    check_database(uri)
     _import_sql_store()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
