@@ -26,10 +26,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+
+from _report import Row, print_table, timed  # benchmarks/ is the script's directory
 
 from payband_data import steps
 from payband_data.db import connect
@@ -38,26 +38,10 @@ from payband_data.settings import DataSettings
 from payband_data.sources.pums import PUMS_COLUMNS
 from payband_testing.postgres import EmbeddedPostgres
 
-T = TypeVar("T")
 ADULT_TARGET_S = 60.0
 PUMS_TARGET_ROWS_S = 200_000.0
 ADULT_EDGES = (50_000,)
 PUMS_URI = "local://raw/pums@" + "0" * 64  # load_pums only records it in each row
-
-
-@dataclass
-class Row:
-    measure: str
-    result: str
-    target: str = ""
-    ratio: str = ""
-    passed: bool | None = None  # None: informative, no target
-
-
-def timed(action: Callable[[], T]) -> tuple[T, float]:
-    started = time.perf_counter()
-    value = action()
-    return value, time.perf_counter() - started
 
 
 def adult_run(settings: DataSettings, label: str) -> list[Row]:
@@ -111,17 +95,6 @@ def pums_loads(url: str, path: Path, repeat: int) -> list[Row]:
     passed = median >= PUMS_TARGET_ROWS_S
     result.append(Row("pums load: median", f"{median:,.0f} rows/s", ">= 200,000", ratio, passed))
     return result
-
-
-def print_table(rows: list[Row]) -> None:
-    status = {None: "", True: "pass", False: "FAIL"}
-    table = [("measure", "result", "target", "ratio", "")]
-    table += [(row.measure, row.result, row.target, row.ratio, status[row.passed]) for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(5)]
-    for line in table:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        )
 
 
 def main() -> None:

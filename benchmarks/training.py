@@ -23,10 +23,9 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+
+from _report import Row, print_table, timed  # benchmarks/ is the script's directory
 
 from payband_data import steps
 from payband_data.settings import DataSettings
@@ -37,7 +36,6 @@ from payband_training.search import SearchResult, search
 from payband_training.settings import TrainingSettings
 from payband_training.split import split
 
-T = TypeVar("T")
 TARGET_S = 180.0
 ADULT_EDGES = (50_000,)
 # What ends with each pipeline progress report (the CLI's step names).
@@ -49,21 +47,6 @@ PIPELINE_STEPS = {
     "mlflow": "MLflow run",
     "registry": "registration + card",
 }
-
-
-@dataclass
-class Row:
-    measure: str
-    result: str
-    target: str = ""
-    ratio: str = ""
-    passed: bool | None = None  # None: informative, no target
-
-
-def timed(action: Callable[[], T]) -> tuple[T, float]:
-    started = time.perf_counter()
-    value = action()
-    return value, time.perf_counter() - started
 
 
 def within_target(measure: str, seconds: float) -> Row:
@@ -139,17 +122,6 @@ def pipeline_run(features_uri: str, settings: TrainingSettings, data: DataSettin
         Row("pipeline: registered", f"version {registered.version}, {decision}"),
         within_target("pipeline: total seconds", total),
     ]  # fmt: skip
-
-
-def print_table(rows: list[Row]) -> None:
-    status = {None: "", True: "pass", False: "FAIL"}
-    table = [("measure", "result", "target", "ratio", "")]
-    table += [(row.measure, row.result, row.target, row.ratio, status[row.passed]) for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(5)]
-    for line in table:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        )
 
 
 def main() -> None:
