@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +11,7 @@ from dagster import AssetKey, DagsterInstance
 from payband_data.definitions import build_definitions, defs
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
+from payband_testing.dagster import validate_code_location
 
 VERSIONED = re.compile(r"^local://features/adult@[0-9a-f]{64}$")
 
@@ -80,25 +77,12 @@ def test_adult_job_materialises_a_versioned_features_snapshot(definitions, setti
 
 def test_dagster_loads_the_code_location_by_module(settings, tmp_path) -> None:
     """What a code server does: `dagster definitions validate -m payband_data.definitions`."""
-    dagster_home = tmp_path / "dagster"
-    dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {
-        **os.environ,
-        "DAGSTER_HOME": str(dagster_home),
         "PAYBAND_DATA_DATABASE_URL": settings.database_url,
         "PAYBAND_DATA_STORE_DIR": str(settings.store_dir),
         "PAYBAND_DATA_DBT_WORK_DIR": str(settings.dbt_work_dir),
     }
-    dagster = Path(sys.executable).with_name("dagster")
-    result = subprocess.run(
-        [str(dagster), "definitions", "validate", "-m", "payband_data.definitions"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = validate_code_location("payband_data.definitions", env, tmp_path / "dagster")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful for code location payband_data.definitions" in (
         result.stdout + result.stderr

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
@@ -16,6 +14,7 @@ from mlflow import MlflowClient
 from payband_data import steps
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
+from payband_testing.dagster import validate_code_location
 from payband_training.definitions import JOB, TrainingRun, build_definitions, defs
 from payband_training.settings import TrainingSettings
 
@@ -164,26 +163,13 @@ def test_job_trains_and_registers_the_newest_adult_snapshot(settings, data_setti
 
 def test_dagster_loads_the_code_location_by_module(settings, data_settings, tmp_path) -> None:
     """What a code server does: `dagster definitions validate -m payband_training.definitions`."""
-    dagster_home = tmp_path / "dagster"
-    dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {
-        **os.environ,
-        "DAGSTER_HOME": str(dagster_home),
         "PAYBAND_DATA_DATABASE_URL": data_settings.database_url,
         "PAYBAND_DATA_STORE_DIR": str(data_settings.store_dir),
         "PAYBAND_TRAINING_STUDY_STORAGE_URL": settings.study_storage_url,
         "PAYBAND_TRAINING_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
     }
-    dagster = Path(sys.executable).with_name("dagster")
-    result = subprocess.run(
-        [str(dagster), "definitions", "validate", "-m", "payband_training.definitions"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = validate_code_location("payband_training.definitions", env, tmp_path / "dagster")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful for code location payband_training.definitions" in (
         result.stdout + result.stderr
