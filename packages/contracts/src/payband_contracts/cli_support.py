@@ -1,8 +1,12 @@
-"""What every payband command line shares: the --version option."""
+"""What every payband command line shares: the --version option and one-line errors."""
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
+
+T = TypeVar("T")
 
 
 def add_version_option(app: typer.Typer, version_text: str, help_text: str) -> None:
@@ -25,3 +29,34 @@ def add_version_option(app: typer.Typer, version_text: str, help_text: str) -> N
 
     main_options.__doc__ = help_text
     app.callback()(main_options)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End the command with one `error: ...` line on stderr and exit `code`."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (or its type's name)."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__
+
+
+def run_guarded(action: Callable[[], T], errors: tuple[type[BaseException], ...]) -> T:
+    """Run `action`; `errors` (a user can cause them) and OSErrors end in one `error:` line."""
+    try:
+        return action()
+    except errors as error:
+        fail(first_line(error))
+    except OSError as error:
+        fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
+
+
+def settings_problems(error: ValidationError) -> str:
+    """A settings validation error in one line: `field: message; field: message`."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
+    )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field
@@ -11,6 +13,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from payband_contracts.bands import DEFAULT_EDGES_USD, SalaryBands
 
 DEFAULT_MAX_BATCH_SIZE = 1_000
+
+
+def payband_home() -> Path:
+    """The directory that holds payband's local state (PAYBAND_HOME, default ~/.payband)."""
+    return Path(os.environ.get("PAYBAND_HOME") or Path.home() / ".payband").expanduser()
 
 
 class ContractsSettings(BaseSettings):

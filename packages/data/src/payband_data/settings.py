@@ -6,17 +6,15 @@ versioned store and the PUMS download cache live under PAYBAND_HOME.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from payband_contracts.settings import payband_home
 
-def payband_home() -> Path:
-    """The directory that holds payband's local state (PAYBAND_HOME, default ~/.payband)."""
-    return Path(os.environ.get("PAYBAND_HOME") or Path.home() / ".payband").expanduser()
+__all__ = ["DataSettings", "payband_home"]
 
 
 class DataSettings(BaseSettings):

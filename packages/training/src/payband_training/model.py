@@ -3,8 +3,8 @@
 A logged model directory holds, besides MLflow's own files:
 
 - ``artifacts/booster.json``: the booster in XGBoost's JSON format (never a pickle);
-- ``artifacts/payband_model.json``: the ``ModelSchema`` (feature order, category levels,
-  bands, training data URIs).
+- ``artifacts/payband_model.json``: ``payband_contracts.model.ModelSchema`` (feature order,
+  category levels, bands, training data URIs).
 
 The serving runtime reads these two files directly (``load_bundle``); ``SalaryBandModel`` is
 the same decoding and prediction behind MLflow's pyfunc interface.
@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -30,10 +30,8 @@ import xgboost as xgb
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from payband_contracts import SalaryBands
-from payband_training.features import category_levels, model_features
+from payband_contracts.model import BOOSTER_FILE, METADATA_FILE, ModelSchema, ModelSchemaError
 
 __all__ = [
     "ARTIFACTS_DIR",
@@ -45,6 +43,7 @@ __all__ = [
     "ModelSchema",
     "ModelSchemaError",
     "SalaryBandModel",
+    "check_booster",
     "encode_inputs",
     "load_bundle",
     "log_model",
@@ -56,8 +55,6 @@ __all__ = [
     "write_bundle",
 ]
 
-BOOSTER_FILE = "booster.json"
-METADATA_FILE = "payband_model.json"
 # Where MLflow puts pyfunc artifacts inside a model directory.
 ARTIFACTS_DIR = "artifacts"
 # The name the model is logged under in its run: runs:/<run id>/model.
@@ -69,7 +66,6 @@ PREDICTED_BAND = "predicted_band"
 _REQUIREMENTS = ("mlflow", "xgboost", "pandas", "numpy", "cloudpickle", "pydantic")
 _SHOWN_VALUES = 5
 _UV_AUTO_DETECT = "MLFLOW_UV_AUTO_DETECT"
-_BOOSTER_TYPES = {"integer": "int", "categorical": "c"}
 
 
 def _import_pyfunc() -> None:
@@ -89,133 +85,12 @@ class ModelInputError(ValueError):
     """Rows handed to the model do not fit its schema; one readable line naming the problem."""
 
 
-class ModelSchemaError(ValueError):
-    """A model's metadata is missing, malformed or does not match its booster."""
-
-
-class ModelSchema(BaseModel):
-    """What a model was trained with and needs at prediction time (``payband_model.json``).
-
-    ``features`` is the booster's column order; a feature with ``category_levels`` is
-    categorical (the level order gives XGBoost's category codes), every other one an integer.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    format: Literal["payband-model/1"] = "payband-model/1"
-    booster_file: str = BOOSTER_FILE
-    features: tuple[str, ...]
-    category_levels: dict[str, tuple[str, ...]]
-    band_labels: tuple[str, ...]
-    band_edges_usd: tuple[float, ...]
-    use_protected: bool
-    features_uri: str
-    train_uri: str
-    test_uri: str
-    # The training population: data source, census year and states ("" / () for all).
-    source: str
-    year: str
-    states: tuple[str, ...] = ()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ModelSchema:
-        if not self.features or len(set(self.features)) != len(self.features):
-            raise ValueError(f"features must be distinct and not empty: {list(self.features)}")
-        if stray := sorted(set(self.category_levels) - set(self.features)):
-            raise ValueError(f"category levels for features the model lacks: {stray}")
-        for name, levels in self.category_levels.items():
-            if not levels or len(set(levels)) != len(levels):
-                raise ValueError(f"levels of {name!r} must be distinct and not empty")
-        expected = SalaryBands(edges_usd=self.band_edges_usd).labels
-        if self.band_labels != expected:
-            raise ValueError(
-                f"band labels {list(self.band_labels)} do not match the band edges "
-                f"{list(self.band_edges_usd)} (expected {list(expected)})"
-            )
-        return self
-
-    @classmethod
-    def create(
-        cls,
-        *,
-        use_protected: bool,
-        band_edges_usd: Sequence[float],
-        features_uri: str,
-        train_uri: str,
-        test_uri: str,
-        source: str,
-        year: str,
-        states: Sequence[str] = (),
-    ) -> ModelSchema:
-        """The schema of a model trained on the catalogue's features (``fit_final``)."""
-        features = model_features(use_protected)
-        levels = {name: tuple(values) for name, values in category_levels().items()}
-        edges = tuple(float(edge) for edge in band_edges_usd)
-        return cls(
-            features=tuple(features),
-            category_levels={name: levels[name] for name in features if name in levels},
-            band_labels=SalaryBands(edges_usd=edges).labels,
-            band_edges_usd=edges,
-            use_protected=use_protected,
-            features_uri=features_uri,
-            train_uri=train_uri,
-            test_uri=test_uri,
-            source=source,
-            year=year,
-            states=tuple(states),
-        )
-
-    @property
-    def n_bands(self) -> int:
-        return len(self.band_labels)
-
-    @property
-    def integer_features(self) -> tuple[str, ...]:
-        return tuple(name for name in self.features if name not in self.category_levels)
-
-    @property
-    def output_columns(self) -> tuple[str, ...]:
-        """The prediction's columns: the predicted band, then one probability per band label."""
-        return (PREDICTED_BAND, *self.band_labels)
-
-    def write(self, path: Path) -> Path:
-        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        return path
-
-    @classmethod
-    def read(cls, path: Path) -> ModelSchema:
-        try:
-            return cls.model_validate_json(path.read_bytes())
-        except FileNotFoundError:
-            raise ModelSchemaError(f"{path} does not exist: not a payband model") from None
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"]) or "the document"
-            raise ModelSchemaError(f"{path}: {where}: {error['msg']}") from None
-
-    def check_booster(self, booster: xgb.Booster) -> None:
-        """ModelSchemaError unless the booster takes these features, typed so, and bands."""
-        names = list(booster.feature_names or ())
-        if names != list(self.features):
-            raise ModelSchemaError(
-                f"the booster's features {names} differ from the schema's {list(self.features)}"
-            )
-        types = list(booster.feature_types or ())
-        expected = [
-            _BOOSTER_TYPES["categorical" if name in self.category_levels else "integer"]
-            for name in self.features
-        ]
-        if types != expected:
-            raise ModelSchemaError(
-                f"the booster's feature types {types} differ from the schema's {expected}"
-            )
-        config = json.loads(booster.save_config())["learner"]["learner_model_param"]
-        # XGBoost reports 0 classes for a binary objective.
-        classes = max(int(config["num_class"]), 2)
-        if classes != self.n_bands:
-            raise ModelSchemaError(
-                f"the booster predicts {classes} classes, the schema has {self.n_bands} bands"
-            )
+def check_booster(schema: ModelSchema, booster: xgb.Booster) -> None:
+    """ModelSchemaError unless the booster takes the schema's features, typed so, and bands."""
+    config = json.loads(booster.save_config())["learner"]["learner_model_param"]
+    schema.check_booster_info(
+        booster.feature_names or (), booster.feature_types or (), int(config["num_class"])
+    )
 
 
 def _shown(values: Sequence[Any]) -> str:
@@ -301,7 +176,7 @@ def predict_frame(booster: xgb.Booster, schema: ModelSchema, frame: pd.DataFrame
 
 def write_bundle(booster: xgb.Booster, schema: ModelSchema, directory: Path) -> dict[str, str]:
     """Write the booster and its metadata into ``directory``; the pyfunc artifacts mapping."""
-    schema.check_booster(booster)
+    check_booster(schema, booster)
     directory.mkdir(parents=True, exist_ok=True)
     booster_path = directory / schema.booster_file
     booster.save_model(booster_path)
@@ -317,7 +192,7 @@ def load_bundle(directory: Path) -> tuple[xgb.Booster, ModelSchema]:
     if not booster_path.is_file():
         raise ModelSchemaError(f"{booster_path} does not exist: the model has no booster")
     booster = xgb.Booster(model_file=str(booster_path))
-    schema.check_booster(booster)
+    check_booster(schema, booster)
     return booster, schema
 
 

@@ -51,6 +51,7 @@ from payband_training.features import BAND, FEATURES
 from payband_training.gates import GateDecision
 from payband_training.model import (
     ModelSchema,
+    check_booster,
     encode_inputs,
     log_model,
     make_input_example,
@@ -438,7 +439,7 @@ def _check_results(
     evaluation: Evaluation,
     parts: Mapping[str, pd.DataFrame],
 ) -> None:
-    schema.check_booster(booster)
+    check_booster(schema, booster)
     if tuple(evaluation.band_labels) != schema.band_labels:
         raise TrackingError(
             f"the evaluation's bands {list(evaluation.band_labels)} differ from the model's "

@@ -1,0 +1,165 @@
+"""The model metadata format (``payband_model.json``): what a trained model needs at prediction.
+
+Training writes it next to the booster; serving reads it to decode inputs. It crosses a
+process boundary (training's artifact, MLServer's input), so it lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from payband_contracts.bands import SalaryBands
+from payband_contracts.catalogue import FEATURE_CATALOGUE
+
+__all__ = [
+    "BOOSTER_FEATURE_TYPES",
+    "BOOSTER_FILE",
+    "METADATA_FILE",
+    "MODEL_FORMAT",
+    "ModelSchema",
+    "ModelSchemaError",
+]
+
+MODEL_FORMAT = "payband-model/1"
+BOOSTER_FILE = "booster.json"
+METADATA_FILE = "payband_model.json"
+# XGBoost's feature type names for our two kinds of input.
+BOOSTER_FEATURE_TYPES = {"integer": "int", "categorical": "c"}
+
+
+class ModelSchemaError(ValueError):
+    """A model's metadata is missing, malformed or does not match its booster."""
+
+
+class ModelSchema(BaseModel):
+    """What a model was trained with and needs at prediction time (``payband_model.json``).
+
+    ``features`` is the booster's column order; a feature with ``category_levels`` is
+    categorical (the position of a level is its XGBoost category code), every other one an
+    integer.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["payband-model/1"] = MODEL_FORMAT
+    booster_file: str = BOOSTER_FILE
+    features: tuple[str, ...]
+    category_levels: dict[str, tuple[str, ...]]
+    band_labels: tuple[str, ...]
+    band_edges_usd: tuple[float, ...]
+    use_protected: bool
+    features_uri: str
+    train_uri: str
+    test_uri: str
+    # The training population: data source, census year and states ("" / () for all).
+    source: str
+    year: str
+    states: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSchema:
+        if not self.features or len(set(self.features)) != len(self.features):
+            raise ValueError(f"features must be distinct and not empty: {list(self.features)}")
+        if stray := sorted(set(self.category_levels) - set(self.features)):
+            raise ValueError(f"category levels for features the model lacks: {stray}")
+        for name, levels in self.category_levels.items():
+            if not levels or len(set(levels)) != len(levels):
+                raise ValueError(f"levels of {name!r} must be distinct and not empty")
+        expected = SalaryBands(edges_usd=self.band_edges_usd).labels
+        if self.band_labels != expected:
+            raise ValueError(
+                f"band labels {list(self.band_labels)} do not match the band edges "
+                f"{list(self.band_edges_usd)} (expected {list(expected)})"
+            )
+        return self
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        use_protected: bool,
+        band_edges_usd: Sequence[float],
+        features_uri: str,
+        train_uri: str,
+        test_uri: str,
+        source: str,
+        year: str,
+        states: Sequence[str] = (),
+    ) -> ModelSchema:
+        """The schema of a model over the catalogue's features, in catalogue order; sex and
+        race only if ``use_protected``; levels in catalogue order."""
+        specs = [spec for spec in FEATURE_CATALOGUE.features if use_protected or not spec.protected]
+        edges = tuple(float(edge) for edge in band_edges_usd)
+        return cls(
+            features=tuple(str(spec.name) for spec in specs),
+            category_levels={
+                str(spec.name): tuple(spec.values) for spec in specs if spec.categories is not None
+            },
+            band_labels=SalaryBands(edges_usd=edges).labels,
+            band_edges_usd=edges,
+            use_protected=use_protected,
+            features_uri=features_uri,
+            train_uri=train_uri,
+            test_uri=test_uri,
+            source=source,
+            year=year,
+            states=tuple(states),
+        )
+
+    @property
+    def n_bands(self) -> int:
+        return len(self.band_labels)
+
+    @property
+    def integer_features(self) -> tuple[str, ...]:
+        return tuple(name for name in self.features if name not in self.category_levels)
+
+    @property
+    def booster_feature_types(self) -> tuple[str, ...]:
+        """XGBoost's type of each feature, in order: ``int`` or ``c`` (categorical)."""
+        return tuple(
+            BOOSTER_FEATURE_TYPES["categorical" if name in self.category_levels else "integer"]
+            for name in self.features
+        )
+
+    def write(self, path: Path) -> Path:
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> ModelSchema:
+        try:
+            return cls.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            raise ModelSchemaError(f"{path} does not exist: not a payband model") from None
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"]) or "the document"
+            raise ModelSchemaError(f"{path}: {where}: {error['msg']}") from None
+
+    def check_booster_info(
+        self, feature_names: Sequence[str], feature_types: Sequence[str], n_classes: int
+    ) -> None:
+        """ModelSchemaError unless a booster with these features, types and classes fits.
+
+        ``n_classes`` as XGBoost's ``num_class``: 0 for a binary objective.
+        """
+        if list(feature_names) != list(self.features):
+            raise ModelSchemaError(
+                f"the booster's features {list(feature_names)} differ from the schema's "
+                f"{list(self.features)}"
+            )
+        if list(feature_types) != list(self.booster_feature_types):
+            raise ModelSchemaError(
+                f"the booster's feature types {list(feature_types)} differ from the schema's "
+                f"{list(self.booster_feature_types)}"
+            )
+        classes = max(int(n_classes), 2)
+        if classes != self.n_bands:
+            raise ModelSchemaError(
+                f"the booster predicts {classes} classes, the schema has {self.n_bands} bands"
+            )
