@@ -14,6 +14,7 @@ import pytest
 
 from payband_testing.census import CensusTestServer
 from payband_testing.lakefs import LakeFSTestServer
+from payband_testing.model import TinyModel, train_tiny_model
 from payband_testing.postgres import EmbeddedPostgres, PostgresConnectionInfo
 from payband_testing.s3 import MotoS3Server, S3Bucket, S3Endpoint, delete_bucket
 
@@ -25,6 +26,8 @@ __all__ = [
     "postgres_server",
     "s3_bucket",
     "s3_endpoint",
+    "tiny_model",
+    "tiny_model_three_bands",
 ]
 
 
@@ -142,3 +145,21 @@ def census_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[CensusTestServer]
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     with CensusTestServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """A small real XGBoost model with two bands (edge 50,000 USD), trained once per session.
+
+    A ``TinyModel``: ``directory`` (``booster.json`` + ``payband_model.json``, as training
+    writes them), ``schema``, ``booster`` and ``holdout`` (500 unseen raw candidates).
+    """
+    return train_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_three_bands(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """Like ``tiny_model``, with three bands (edges 40,000 and 80,000 USD): multiclass."""
+    return train_tiny_model(
+        tmp_path_factory.mktemp("tiny-model-3"), band_edges_usd=(40_000, 80_000), seed=1
+    )
