@@ -17,6 +17,7 @@ from payband_testing.lakefs import LakeFSTestServer
 from payband_testing.model import TinyModel, train_tiny_model
 from payband_testing.postgres import EmbeddedPostgres, PostgresConnectionInfo
 from payband_testing.s3 import MotoS3Server, S3Bucket, S3Endpoint, delete_bucket
+from payband_testing.serving import InferenceServer, inference_server
 
 __all__ = [
     "census_server",
@@ -26,6 +27,7 @@ __all__ = [
     "postgres_server",
     "s3_bucket",
     "s3_endpoint",
+    "serving_server",
     "tiny_model",
     "tiny_model_three_bands",
 ]
@@ -163,3 +165,15 @@ def tiny_model_three_bands(tmp_path_factory: pytest.TempPathFactory) -> TinyMode
     return train_tiny_model(
         tmp_path_factory.mktemp("tiny-model-3"), band_edges_usd=(40_000, 80_000), seed=1
     )
+
+
+@pytest.fixture(scope="session")
+def serving_server(tiny_model: TinyModel) -> Iterator[InferenceServer]:
+    """A real MLServer (``payband-serving serve``) serving ``tiny_model`` on 127.0.0.1.
+
+    An ``InferenceServer``: ``url`` (V2 REST), ``infer_url``, ``grpc_target``, ``metrics_url``,
+    ``model_name`` ("salary-band"), ``log()``. Default settings: inference in the server
+    process, no adaptive batching. Stopped at the end of the session.
+    """
+    with inference_server(model_uri=tiny_model.directory) as server:
+        yield server

