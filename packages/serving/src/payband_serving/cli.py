@@ -69,22 +69,24 @@ def serve(
     ] = None,
 ) -> None:
     """Start MLServer with the payband runtime; stops cleanly on Ctrl-C or SIGTERM."""
+    if bundle is not None and model_uri is not None:
+        fail("give either --bundle or --model-uri, not both")
+    given = {
+        "host": host,
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "metrics_port": metrics_port,
+        "parallel_workers": workers,
+        "max_batch_size": max_batch_size,
+        "max_batch_time_s": max_batch_time,
+    }
+    # The options are validated like the environment's values (ports in range, ...), before
+    # the server's heavy imports.
+    settings = _settings(**given)
     from payband_serving.server import ServerOptions
     from payband_serving.server import serve as run_server
 
-    if bundle is not None and model_uri is not None:
-        fail("give either --bundle or --model-uri, not both")
-    options = ServerOptions(
-        host=host,
-        http_port=http_port,
-        grpc_port=grpc_port,
-        metrics_port=metrics_port,
-        parallel_workers=workers,
-        max_batch_size=max_batch_size,
-        max_batch_time_s=max_batch_time,
-    )
-    # The options are validated like the environment's values (ports in range, ...).
-    settings = _settings(**{k: v for k, v in vars(options).items() if v is not None})
+    options = ServerOptions(**given)
     run_guarded(
         lambda: run_server(settings, bundle=bundle, model_uri=model_uri, options=options),
         _errors(),
@@ -108,7 +110,7 @@ def bundle(
     """Build a deployable bundle for one model version (and its image, if possible)."""
     import tempfile
 
-    from payband_serving.bundle import build_bundle, build_image
+    from payband_serving.bundle import build_bundle, build_image, model_revision
     from payband_serving.source import resolve
 
     settings = _settings()
@@ -120,7 +122,8 @@ def bundle(
                 tracking_uri=settings.mlflow_tracking_uri,
                 download_dir=Path(work),
             )
-            built = build_bundle(source, settings, output_dir=output)
+            revision = model_revision(source, tracking_uri=settings.mlflow_tracking_uri)
+            built = build_bundle(source, settings, output_dir=output, revision=revision)
         typer.echo(f"bundle: {built.directory}")
         typer.echo(f"model: {source.version_uri} (version {built.manifest.model.version})")
         typer.echo(f"image tag: {built.image_tag}")

@@ -48,7 +48,14 @@ from payband_serving.explain import Explained, Explainer, InputError
 from payband_serving.settings import ServingSettings
 from payband_serving.source import ModelSource, is_mlflow_uri, load_booster, resolve
 
-__all__ = ["OUTPUTS", "PLATFORM", "ROWS_METRIC", "InvalidRequest", "SalaryBandRuntime"]
+__all__ = [
+    "IMPLEMENTATION",
+    "OUTPUTS",
+    "PLATFORM",
+    "ROWS_METRIC",
+    "InvalidRequest",
+    "SalaryBandRuntime",
+]
 
 PLATFORM = "xgboost-treeshap"
 OUTPUTS = ("band", "probabilities", "contributions", "base_value")
@@ -262,3 +269,7 @@ def _output(name: str, explained: Explained) -> ResponseOutput:
         datatype="INT64" if name == "band" else "FP64",
         data=array.ravel().tolist(),
     )
+
+
+# What model-settings.json names as the implementation.
+IMPLEMENTATION = f"{SalaryBandRuntime.__module__}.{SalaryBandRuntime.__qualname__}"

@@ -15,12 +15,11 @@ from mlserver.utils import get_model_uri
 
 from payband_serving.explain import Explainer
 from payband_serving.logs import logging_config
+from payband_serving.runtime import IMPLEMENTATION
 from payband_serving.settings import ServingSettings
 from payband_serving.source import ModelSource, load_booster, resolve
 
-__all__ = ["RUNTIME", "ServeError", "ServerOptions", "serve", "server_settings"]
-
-RUNTIME = "payband_serving.runtime.SalaryBandRuntime"
+__all__ = ["ServeError", "ServerOptions", "serve", "server_settings"]
 
 
 class ServeError(RuntimeError):
@@ -58,7 +57,7 @@ def server_settings(settings: ServingSettings, metrics_dir: Path) -> Settings:
 def _model_settings(settings: ServingSettings, source: ModelSource) -> ModelSettings:
     return ModelSettings(
         name=settings.model_name,
-        implementation=RUNTIME,
+        implementation=IMPLEMENTATION,
         max_batch_size=settings.max_batch_size,
         max_batch_time=settings.max_batch_time_s,
         parameters=ModelParameters(

@@ -163,26 +163,43 @@ def _import_mlflow() -> None:
         importlib.import_module("mlflow.pyfunc")
 
 
+def _reference(uri: str) -> tuple[str, str, str]:
+    """(kind, name, alias or version) of a models:/ URI, or ("run", run id, "") of runs:/.
+
+    Checked before MLflow is contacted, so a malformed URI fails at once.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme == "runs":
+        run_id = (parsed.netloc or parsed.path.strip("/")).split("/")[0]
+        if not run_id:
+            raise ModelSourceError(f"{uri} names no run: use runs:/<run id>/<path>")
+        return "run", run_id, ""
+    reference = (parsed.netloc + parsed.path).strip("/")
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        if name and alias:
+            return "alias", name, alias
+    elif "/" in reference:
+        name, version = reference.rsplit("/", 1)
+        if name and version:
+            return "version", name, version
+    raise ModelSourceError(
+        f"{uri} names no version: use models:/<name>@<alias> or models:/<name>/<version>"
+    )
+
+
 def _registered(uri: str, client: object) -> tuple[str, str, str | None, str]:
     """(name, version, run id, download URI) of a models:/ URI; runs:/ URIs have no name."""
     from mlflow.exceptions import MlflowException
 
-    parsed = urlparse(uri)
-    if parsed.scheme == "runs":
-        run_id = parsed.netloc or parsed.path.strip("/").split("/")[0]
-        return "", "", run_id, uri
-    reference = (parsed.netloc + parsed.path).strip("/")
+    kind, name, which = _reference(uri)
+    if kind == "run":
+        return "", "", name, uri
     try:
-        if "@" in reference:
-            name, alias = reference.split("@", 1)
-            found = client.get_model_version_by_alias(name, alias)  # type: ignore[attr-defined]
-        elif "/" in reference:
-            name, version = reference.rsplit("/", 1)
-            found = client.get_model_version(name, version)  # type: ignore[attr-defined]
+        if kind == "alias":
+            found = client.get_model_version_by_alias(name, which)  # type: ignore[attr-defined]
         else:
-            raise ModelSourceError(
-                f"{uri} names no version: use models:/<name>@<alias> or models:/<name>/<version>"
-            )
+            found = client.get_model_version(name, which)  # type: ignore[attr-defined]
     except MlflowException as exc:
         reason = exc.message.strip().splitlines()[0]
         raise ModelSourceError(f"cannot resolve {uri}: {reason}") from None
@@ -193,6 +210,7 @@ def resolve(uri: str, *, tracking_uri: str, download_dir: Path) -> ModelSource:
     """The exact model behind ``uri``; MLflow models are downloaded under ``download_dir``."""
     if not is_mlflow_uri(uri):
         return _local(uri)
+    _reference(uri)
     tracking = _tracking_url(tracking_uri)
     check_tracking_database(tracking)
     # MLflow is heavy: imported only for MLflow URIs, and after its warning is muted.

@@ -1,0 +1,85 @@
+"""Fixtures shared by the serving tests: a real MLflow registry holding the tiny models."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from payband_testing.model import TinyModel
+from payband_testing.postgres import PostgresConnectionInfo
+
+MODEL_NAME = "salary-band"
+CHAMPION = "champion"
+_MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@dataclass(frozen=True)
+class MlflowRegistry:
+    """Where the registry is, and what it holds: {version: the model registered as it}."""
+
+    tracking_uri: str
+    artifact_root: Path
+    name: str
+    versions: dict[str, TinyModel]
+
+    @property
+    def champion_uri(self) -> str:
+        return f"models:/{self.name}@{CHAMPION}"
+
+
+def _register(client: MlflowClient, experiment_id: str, model: TinyModel) -> str:
+    """Log the model folder's files as a run's "model" artifacts and register them."""
+    run = client.create_run(experiment_id, run_name=f"tiny-{model.schema.n_bands}-bands")
+    client.log_artifacts(run.info.run_id, str(model.directory), "model")
+    client.set_terminated(run.info.run_id)
+    version = client.create_model_version(
+        MODEL_NAME, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    )
+    return str(version.version)
+
+
+@pytest.fixture(scope="module")
+def mlflow_registry(
+    postgres_module_database: PostgresConnectionInfo,
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_model: TinyModel,
+    tiny_model_three_bands: TinyModel,
+) -> Iterator[MlflowRegistry]:
+    """MLflow tracking and registry in a fresh PostgreSQL database (MLflow creates its tables).
+
+    "salary-band" version 1 is ``tiny_model`` with the alias "champion"; version 2 is
+    ``tiny_model_three_bands`` without an alias. MLflow's global URIs (and their variables),
+    which the code under test sets, are restored afterwards.
+    """
+    saved = {name: os.environ.get(name) for name in _MLFLOW_URI_VARIABLES}
+    artifact_root = tmp_path_factory.mktemp("mlflow-artifacts")
+    uri = postgres_module_database.url
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        experiment_id = client.create_experiment(
+            "serving", artifact_location=artifact_root.as_uri()
+        )
+        client.create_registered_model(MODEL_NAME)
+        champion = _register(client, experiment_id, tiny_model)
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION, champion)
+        challenger = _register(client, experiment_id, tiny_model_three_bands)
+        yield MlflowRegistry(
+            tracking_uri=uri,
+            artifact_root=artifact_root,
+            name=MODEL_NAME,
+            versions={champion: tiny_model, challenger: tiny_model_three_bands},
+        )
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

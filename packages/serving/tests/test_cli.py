@@ -1,0 +1,190 @@
+"""``payband-serving`` as users run it: serving an MLflow model or a bundle, and its errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from payband_serving.bundle import build_bundle
+from payband_serving.settings import ServingSettings
+from payband_serving.source import resolve
+from payband_testing.model import TinyModel
+from payband_testing.serving import inference_server
+
+SINGLE = json.loads((Path(__file__).parent / "testdata" / "single.json").read_text())
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "payband_serving", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def metadata(url: str) -> dict:
+    response = httpx.get(f"{url}/v2/models/salary-band", timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    ("uri", "version", "bands"),
+    [("models:/salary-band@champion", "1", 2), ("models:/salary-band/2", "2", 3)],
+)
+def test_serves_a_registered_model_by_mlflow_uri(
+    mlflow_registry, uri: str, version: str, bands: int
+) -> None:
+    model: TinyModel = mlflow_registry.versions[version]
+    with inference_server(
+        model_uri=uri, env={"PAYBAND_SERVING_MLFLOW_TRACKING_URI": mlflow_registry.tracking_uri}
+    ) as server:
+        described = metadata(server.url)
+        assert described["versions"] == [version]
+        parameters = described["parameters"]
+        assert parameters["model_version"] == version
+        assert parameters["model_name"] == "salary-band"
+        assert parameters["model_uri"] == uri
+        assert parameters["training_data_uri"] == model.schema.train_uri
+        assert parameters["run_id"]
+        response = httpx.post(server.infer_url, json=SINGLE, timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_version"] == version
+        probabilities = next(o for o in body["outputs"] if o["name"] == "probabilities")
+        assert probabilities["shape"] == [1, bands]
+
+
+def test_serves_a_bundle(tiny_model: TinyModel, mlflow_registry, tmp_path: Path) -> None:
+    settings = ServingSettings(mlflow_tracking_uri=mlflow_registry.tracking_uri)
+    source = resolve(
+        mlflow_registry.champion_uri,
+        tracking_uri=mlflow_registry.tracking_uri,
+        download_dir=tmp_path / "download",
+    )
+    bundle = build_bundle(source, settings, output_dir=tmp_path / "bundles")
+    with inference_server(bundle=bundle.directory) as server:
+        described = metadata(server.url)
+        assert described["versions"] == ["1"]
+        assert described["parameters"]["model_uri"] == "models:/salary-band@champion"
+        assert described["parameters"]["training_data_uri"] == tiny_model.schema.train_uri
+        assert httpx.post(server.infer_url, json=SINGLE, timeout=30).status_code == 200
+
+
+def test_an_unknown_alias_is_one_line(mlflow_registry) -> None:
+    result = cli(
+        "serve",
+        "--model-uri",
+        "models:/salary-band@production",
+        env={"PAYBAND_SERVING_MLFLOW_TRACKING_URI": mlflow_registry.tracking_uri},
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot resolve models:/salary-band@production: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (
+            ["serve", "--model-uri", "/nonexistent/model"],
+            {},
+            "error: model directory /nonexistent/model does not exist",
+        ),
+        (
+            ["serve", "--model-uri", "models:/salary-band@champion"],
+            {"PAYBAND_SERVING_MLFLOW_TRACKING_URI": "postgresql+psycopg://u@127.0.0.1:9/mlflow"},
+            "error: cannot reach the MLflow database postgresql+psycopg://u@127.0.0.1:9/mlflow",
+        ),
+        (
+            ["serve", "--model-uri", "x", "--http-port", "0"],
+            {},
+            "error: invalid setting: http_port",
+        ),
+        (
+            ["serve", "--model-uri", "x", "--bundle", "y"],
+            {},
+            "error: give either --bundle or --model-uri, not both",
+        ),
+        (["serve", "--bundle", "/tmp"], {}, "error: /tmp is not a bundle"),
+        (
+            ["serve", "--model-uri", "models:/salary-band"],
+            {"PAYBAND_SERVING_MLFLOW_TRACKING_URI": "sqlite:///:memory:"},
+            "error: models:/salary-band names no version",
+        ),
+    ],
+)
+def test_errors_are_one_readable_line(args: list[str], env: dict, message: str) -> None:
+    result = cli(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
+    (tmp_path / "payband_model.json").write_text('{"format": "payband-model/1"}')
+    result = cli("serve", "--model-uri", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {tmp_path}/payband_model.json: ")
+
+
+def test_a_booster_that_does_not_match_its_schema(tiny_model: TinyModel, tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    schema = tiny_model.schema.model_copy(
+        update={"features": tuple(reversed(tiny_model.schema.features))}
+    )
+    schema.write(folder / "payband_model.json")
+    (folder / "booster.json").write_bytes((tiny_model.directory / "booster.json").read_bytes())
+    result = cli("serve", "--model-uri", str(folder))
+    assert result.returncode == 2
+    assert "the booster's features" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_version_and_help() -> None:
+    assert cli("--version").stdout.startswith("payband-serving ")
+    help_text = cli("serve", "--help").stdout
+    for option in ("--bundle", "--model-uri", "--workers", "--max-batch-size", "--max-batch-time"):
+        assert option in help_text
+
+
+def test_bundle_then_verify(tiny_model: TinyModel, tmp_path: Path) -> None:
+    built = cli(
+        "bundle",
+        "--model-uri",
+        str(tiny_model.directory),
+        "--output",
+        str(tmp_path),
+        env={"PAYBAND_SERVING_CONTAINER_ENGINE": "none"},
+    )
+    assert built.returncode == 0, built.stderr
+    lines = dict(line.split(": ", 1) for line in built.stdout.splitlines())
+    directory = Path(lines["bundle"])
+    assert directory.parent == tmp_path
+    assert directory.name.startswith("salary-band-local-")
+    assert lines["image tag"] == f"payband-model:{directory.name}"
+    assert lines["image not built"].startswith(f"image payband-model:{directory.name} not built")
+    assert "build the image later with: podman build" in lines["image not built"]
+
+    verified = cli("verify", str(directory))
+    assert verified.returncode == 0, verified.stderr
+    assert "files match the manifest" in verified.stdout
+
+    (directory / "model" / "booster.json").write_text("{}")
+    tampered = cli("verify", str(directory))
+    assert tampered.returncode == 2
+    assert tampered.stderr.strip() == (
+        f"error: bundle {directory} does not match its manifest: "
+        "model/booster.json has 2 bytes, not "
+        f"{(tiny_model.directory / 'booster.json').stat().st_size}"
+    )
