@@ -235,8 +235,8 @@ def test_a_port_taken_meanwhile_is_retried(
         blocker.listen()
         taken = blocker.getsockname()[1]
         offers = iter([taken])
-        free_port = postgres_module._free_port
-        monkeypatch.setattr(postgres_module, "_free_port", lambda: next(offers, 0) or free_port())
+        free_port = postgres_module.free_port
+        monkeypatch.setattr(postgres_module, "free_port", lambda: next(offers, 0) or free_port())
         with EmbeddedPostgres(tmp_root=scratch_dir) as pg:
             assert pg.port != taken
             assert "could not bind" in pg.log_path.read_text()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from xgboost import XGBClassifier
 from payband_contracts import SalaryBands
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
+from payband_testing.checks import free_port
 from payband_testing.postgres import PostgresConnectionInfo
 from payband_testing.s3 import S3Bucket
 from payband_training.card import model_card
@@ -186,12 +186,6 @@ def prepare(
     return make
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_configure_creates_the_experiment_once(
     backend: Backend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -220,7 +214,7 @@ def test_configure_creates_the_experiment_once(
 
 
 def test_configure_fails_fast_when_the_database_is_unreachable() -> None:
-    url = f"postgresql://mlflow:hunter2@127.0.0.1:{_free_port()}/mlflow"
+    url = f"postgresql://mlflow:hunter2@127.0.0.1:{free_port()}/mlflow"
     started = time.monotonic()
     with pytest.raises(TrackingError, match="cannot reach the MLflow database") as raised:
         configure(TrainingSettings(mlflow_tracking_uri=url, mlflow_artifact_root="file:///x"))
