@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from payband_serving.bundle import build_bundle
 from payband_serving.settings import ServingSettings
 from payband_serving.source import resolve
+from payband_testing.checks import free_port, wait_until
 from payband_testing.model import TinyModel
 from payband_testing.serving import inference_server
 
@@ -188,3 +191,98 @@ def test_bundle_then_verify(tiny_model: TinyModel, tmp_path: Path) -> None:
         "model/booster.json has 2 bytes, not "
         f"{(tiny_model.directory / 'booster.json').stat().st_size}"
     )
+
+
+def test_sigterm_stops_server_and_workers_cleanly(tiny_model: TinyModel, tmp_path: Path) -> None:
+    """Exit 0, no process left, no temporary file left, and only JSON lines in the log."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with inference_server(
+        model_uri=tiny_model.directory, args=["--workers", "2"], env={"TMPDIR": str(scratch)}
+    ) as server:
+        assert httpx.post(server.infer_url, json=SINGLE, timeout=30).status_code == 200
+        pid = server.process.pid
+        # What a container runtime or a service manager sends; not the fixture's SIGKILL.
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0
+        # Its workers and multiprocessing's resource tracker end on their own.
+        assert wait_until(lambda: _session_members(pid) == [], timeout=20), _session_members(pid)
+        log = server.log()
+    assert list(scratch.iterdir()) == []
+    for line in log.splitlines():
+        assert line.startswith("{"), line
+        assert json.loads(line)["message"] is not None, line
+
+
+def _session_members(session: int) -> list[str]:
+    return [
+        stat.parent.name
+        for stat in Path("/proc").glob("[0-9]*/stat")
+        if _session_of(stat) == session
+    ]
+
+
+def _session_of(stat: Path) -> int | None:
+    try:
+        return int(stat.read_text().rsplit(")", 1)[1].split()[3])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+def test_a_port_in_use_is_one_line(tiny_model: TinyModel) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(
+            "serve",
+            "--model-uri",
+            str(tiny_model.directory),
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
+            "--workers",
+            "1",
+        )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+
+
+def test_model_settings_may_name_an_mlflow_uri(mlflow_registry, tmp_path: Path) -> None:
+    """The runtime itself resolves and downloads models:/ URIs (a hand-written
+    model-settings.json); its copy is removed when the server stops."""
+    folder = tmp_path / "settings"
+    folder.mkdir()
+    (folder / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "salary-band",
+                "implementation": "payband_serving.runtime.SalaryBandRuntime",
+                "parameters": {"uri": "models:/salary-band/2"},
+            }
+        )
+    )
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        "PAYBAND_SERVING_MLFLOW_TRACKING_URI": mlflow_registry.tracking_uri,
+        "TMPDIR": str(scratch),
+    }
+    with inference_server(bundle=folder, env=env) as server:
+        described = metadata(server.url)
+        assert described["versions"] == ["2"]
+        assert described["parameters"]["model_uri"] == "models:/salary-band/2"
+        probabilities = next(
+            output
+            for output in httpx.post(server.infer_url, json=SINGLE, timeout=30).json()["outputs"]
+            if output["name"] == "probabilities"
+        )
+        assert probabilities["shape"] == [1, 3]
+        assert any(scratch.iterdir()), "the runtime downloaded nothing"
+        assert server.stop() == 0
+    assert list(scratch.iterdir()) == []

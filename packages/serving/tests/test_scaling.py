@@ -128,4 +128,43 @@ def test_a_bad_request_from_a_worker_is_still_a_clear_v2_error(
     request["inputs"][1]["data"] = ["phd"]
     response = httpx.post(scaled_server.infer_url, json=request, timeout=30)
     assert response.status_code == 400
-    assert re.search(r"input 'education' has unknown category 'phd'", response.json()["error"])
+    error = response.json()["error"]
+    assert re.search(
+        r"input 'education' has unknown category; expected one of: below_grade_5", error
+    )
+
+
+def test_with_batching_errors_do_not_quote_values_that_may_be_another_clients(
+    scaled_server: InferenceServer, tiny_model_three_bands: TinyModel
+) -> None:
+    """MLServer fails every request merged with an invalid one (a documented limitation);
+    the error then names the rule but never the values another client sent."""
+    model = tiny_model_three_bands
+    bad = request_for(model, 0)
+    bad["inputs"][1]["data"] = ["secret-education-value"]
+    requests = [bad] + [request_for(model, row) for row in range(1, 8)]
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(len(requests)) as pool:
+        responses = list(
+            pool.map(lambda body: client.post(scaled_server.infer_url, json=body), requests)
+        )
+    assert responses[0].status_code == 400
+    for response in responses:
+        assert response.status_code in (200, 400)
+        assert "secret-education-value" not in response.text
+
+
+def test_with_batching_every_output_is_returned(
+    scaled_server: InferenceServer, tiny_model_three_bands: TinyModel
+) -> None:
+    """Merged requests share their requested outputs, so with batching each gets all four."""
+    model = tiny_model_three_bands
+    subset = request_for(model, 0) | {"outputs": [{"name": "band"}]}
+    requests = [subset, request_for(model, 1), subset, request_for(model, 2)]
+    with httpx.Client(timeout=60) as client, ThreadPoolExecutor(len(requests)) as pool:
+        responses = list(
+            pool.map(lambda body: client.post(scaled_server.infer_url, json=body), requests)
+        )
+    for response in responses:
+        assert response.status_code == 200, response.text
+        names = [output["name"] for output in response.json()["outputs"]]
+        assert names == ["band", "probabilities", "contributions", "base_value"]

@@ -140,7 +140,7 @@ def test_requested_outputs_only(serving_server: InferenceServer) -> None:
         ),
         ("fractional_age.json", "input 'age' must hold whole numbers; found 38.5"),
         ("uneven_rows.json", "inputs differ in length: most have 1 rows, but hours_per_week has 2"),
-        ("shape_data_mismatch.json", "input 'age'"),
+        ("shape_data_mismatch.json", "input 'age' has shape [2, 1] but holds 1 values"),
         ("unknown_output.json", "unknown outputs requested: salary_usd"),
     ],
 )
@@ -152,6 +152,51 @@ def test_bad_requests_get_a_v2_error_naming_the_problem(
     assert set(response.json()) == {"error"}
     assert message in response.json()["error"]
     assert "Traceback" not in response.text
+
+
+def with_input(name: str, datatype: str, data: list) -> dict[str, Any]:
+    request = literal("single.json")
+    for item in request["inputs"]:
+        if item["name"] == name:
+            item.update(datatype=datatype, data=data)
+    return request
+
+
+@pytest.mark.parametrize(
+    ("name", "datatype", "data", "message"),
+    [
+        # Declared INT64 but not whole numbers: refused, never cast to 38 or 1.
+        ("age", "INT64", [38.5], "input 'age' must hold whole numbers; found 38.5"),
+        ("age", "INT64", [True], "input 'age' must hold integers; found True"),
+        ("age", "INT64", ["38"], "input 'age' must hold integers; found '38'"),
+        ("age", "INT64", [-5], "input 'age' must be from 17 to 99; found -5"),
+        (
+            "age",
+            "INT64",
+            [2**70],
+            "input 'age' must be from 17 to 99; found 1.18059162",
+        ),
+        ("age", "INT8", [300], "input 'age' must be from 17 to 99; found 300"),
+        ("hours_per_week", "FP32", [1e30], "input 'hours_per_week' must be from 1 to 99"),
+        ("age", "BOOL", [True], "input 'age' must be INT64 (whole numbers), not BOOL"),
+        ("education", "BYTES", [3], "category names are text, not int"),
+        ("education", "BYTES", ["x" * 500], "input 'education' has unknown category 'xxxxx"),
+    ],
+)
+def test_values_that_are_not_what_the_model_takes(
+    serving_server: InferenceServer, name: str, datatype: str, data: list, message: str
+) -> None:
+    response = infer(serving_server, with_input(name, datatype, data))
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+    # Quoted values are cut short.
+    assert len(response.json()["error"]) < 600
+
+
+def test_nested_and_flat_data_mean_the_same(serving_server: InferenceServer) -> None:
+    flat = infer(serving_server, literal("single.json")).json()
+    nested = infer(serving_server, with_input("education", "BYTES", [["bachelors_degree"]])).json()
+    assert nested["outputs"] == flat["outputs"]
 
 
 def test_a_request_that_is_not_v2_is_refused_without_a_server_error(

@@ -20,6 +20,7 @@ __all__ = [
     "BOOSTER_FILE",
     "METADATA_FILE",
     "MODEL_FORMAT",
+    "MULTICLASS_OBJECTIVE",
     "ModelSchema",
     "ModelSchemaError",
 ]
@@ -29,6 +30,9 @@ BOOSTER_FILE = "booster.json"
 METADATA_FILE = "payband_model.json"
 # XGBoost's feature type names for our two kinds of input.
 BOOSTER_FEATURE_TYPES = {"integer": "int", "categorical": "c"}
+# The objectives whose outputs are band probabilities (and whose margins are log-odds).
+BINARY_OBJECTIVE = "binary:logistic"
+MULTICLASS_OBJECTIVE = "multi:softprob"
 
 
 class ModelSchemaError(ValueError):
@@ -49,6 +53,8 @@ class ModelSchema(BaseModel):
     booster_file: str = BOOSTER_FILE
     features: tuple[str, ...]
     category_levels: dict[str, tuple[str, ...]]
+    # The accepted range (inclusive) of integer features; empty in models that predate it.
+    integer_ranges: dict[str, tuple[int, int]] = {}
     band_labels: tuple[str, ...]
     band_edges_usd: tuple[float, ...]
     use_protected: bool
@@ -66,6 +72,11 @@ class ModelSchema(BaseModel):
             raise ValueError(f"features must be distinct and not empty: {list(self.features)}")
         if stray := sorted(set(self.category_levels) - set(self.features)):
             raise ValueError(f"category levels for features the model lacks: {stray}")
+        if stray := sorted(set(self.integer_ranges) - set(self.integer_features)):
+            raise ValueError(f"integer ranges for features that are not integer inputs: {stray}")
+        for name, (low, high) in self.integer_ranges.items():
+            if low > high:
+                raise ValueError(f"the range of {name!r} is empty: {low} > {high}")
         for name, levels in self.category_levels.items():
             if not levels or len(set(levels)) != len(levels):
                 raise ValueError(f"levels of {name!r} must be distinct and not empty")
@@ -99,6 +110,11 @@ class ModelSchema(BaseModel):
             category_levels={
                 str(spec.name): tuple(spec.values) for spec in specs if spec.categories is not None
             },
+            integer_ranges={
+                str(spec.name): (spec.minimum, spec.maximum)
+                for spec in specs
+                if spec.kind == "integer" and spec.minimum is not None and spec.maximum is not None
+            },
             band_labels=SalaryBands(edges_usd=edges).labels,
             band_edges_usd=edges,
             use_protected=use_protected,
@@ -117,6 +133,11 @@ class ModelSchema(BaseModel):
     @property
     def integer_features(self) -> tuple[str, ...]:
         return tuple(name for name in self.features if name not in self.category_levels)
+
+    @property
+    def objective(self) -> str:
+        """The XGBoost objective a booster for these bands must have."""
+        return BINARY_OBJECTIVE if self.n_bands == 2 else MULTICLASS_OBJECTIVE
 
     @property
     def booster_feature_types(self) -> tuple[str, ...]:
@@ -142,12 +163,14 @@ class ModelSchema(BaseModel):
             raise ModelSchemaError(f"{path}: {where}: {error['msg']}") from None
 
     def check_booster_info(
-        self, feature_names: Sequence[str], feature_types: Sequence[str], n_classes: int
+        self,
+        feature_names: Sequence[str],
+        feature_types: Sequence[str],
+        n_classes: int,
+        objective: str | None = None,
     ) -> None:
-        """ModelSchemaError unless a booster with these features, types and classes fits.
-
-        ``n_classes`` as XGBoost's ``num_class``: 0 for a binary objective.
-        """
+        """ModelSchemaError unless a booster with these features, types, classes and objective
+        fits; ``n_classes`` as XGBoost's ``num_class`` (0 for a binary objective)."""
         if list(feature_names) != list(self.features):
             raise ModelSchemaError(
                 f"the booster's features {list(feature_names)} differ from the schema's "
@@ -162,4 +185,9 @@ class ModelSchema(BaseModel):
         if classes != self.n_bands:
             raise ModelSchemaError(
                 f"the booster predicts {classes} classes, the schema has {self.n_bands} bands"
+            )
+        if objective is not None and objective != self.objective:
+            raise ModelSchemaError(
+                f"the booster's objective is {objective}; {self.n_bands} bands need "
+                f"{self.objective} (probabilities per band, log-odds margins)"
             )

@@ -38,7 +38,7 @@ def _errors() -> tuple[type[BaseException], ...]:
     from payband_serving.server import ServeError
     from payband_serving.source import ModelSourceError
 
-    return (BundleError, ModelSourceError, ServeError, ValueError)
+    return (BundleError, ModelSourceError, ServeError)
 
 
 @app.command()
@@ -86,7 +86,10 @@ def serve(
     from payband_serving.server import ServerOptions
     from payband_serving.server import serve as run_server
 
-    options = ServerOptions(**given)
+    # What the command line or the environment sets overrides a bundle's settings.json.
+    options = ServerOptions(
+        **{name: getattr(settings, name) for name in given if name in settings.model_fields_set}
+    )
     run_guarded(
         lambda: run_server(settings, bundle=bundle, model_uri=model_uri, options=options),
         _errors(),

@@ -19,6 +19,8 @@ from payband_contracts.model import ModelSchema
 __all__ = ["Explained", "Explainer", "InputError"]
 
 _SHOWN_VALUES = 5
+# A value quoted in an error is cut to this many characters.
+_SHOWN_LENGTH = 40
 
 
 class InputError(ValueError):
@@ -40,8 +42,13 @@ class Explained:
         return self.base_value + self.contributions.sum(axis=2)
 
 
+def _repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_LENGTH else text[: _SHOWN_LENGTH - 3] + "..."
+
+
 def _shown(values: Sequence[Any]) -> str:
-    unique = sorted({repr(value) for value in values})
+    unique = sorted({_repr(value) for value in values})
     more = f" and {len(unique) - _SHOWN_VALUES} more" if len(unique) > _SHOWN_VALUES else ""
     return ", ".join(unique[:_SHOWN_VALUES]) + more
 
@@ -59,11 +66,22 @@ def _text(value: Any) -> Any:
 class Explainer:
     """Encodes raw feature values with the model's own levels and explains its predictions."""
 
-    def __init__(self, booster: xgb.Booster, schema: ModelSchema, threads: int = 0) -> None:
+    def __init__(
+        self,
+        booster: xgb.Booster,
+        schema: ModelSchema,
+        threads: int = 0,
+        *,
+        show_values: bool = True,
+    ) -> None:
         self.booster = booster
         self.schema = schema
         # XGBoost threads per prediction; 0 uses every core.
         self.threads = threads
+        if threads:
+            booster.set_param({"nthread": threads})
+        # Whether errors quote the offending values (not when they may reach other clients).
+        self.show_values = show_values
         # The position of a level in the schema is the category code XGBoost was trained on.
         self._codes = {
             name: {level: float(code) for code, level in enumerate(levels)}
@@ -105,28 +123,33 @@ class Explainer:
             )
         return matrix
 
-    @staticmethod
-    def _integers(name: str, values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    def _found(self, values: Sequence[Any]) -> str:
+        return f"; found {_shown(values)}" if self.show_values else ""
+
+    def _integers(self, name: str, values: Sequence[Any] | np.ndarray) -> np.ndarray:
         array = np.asarray(values)
         if array.dtype.kind == "O":
             # Mixed Python values: only ints (not bools) and whole floats are numbers here.
             items = array.tolist()
             wrong = [v for v in items if isinstance(v, bool) or not isinstance(v, int | float)]
             if wrong:
-                raise InputError(f"input {name!r} must hold integers; found {_shown(wrong)}")
+                raise InputError(f"input {name!r} must hold integers{self._found(wrong)}")
             array = np.asarray(items, dtype=np.float64)
-        if array.dtype.kind in "iu":
-            return array.astype(np.float32)
+        if array.dtype.kind not in "iuf":
+            found = self._found(np.ravel(array).tolist())
+            raise InputError(f"input {name!r} must hold integers{found}")
         if array.dtype.kind == "f":
             broken = array[~np.isfinite(array) | (array != np.round(array))]
             if len(broken):
-                raise InputError(
-                    f"input {name!r} must hold whole numbers; found {_shown(broken.tolist())}"
-                )
-            return array.astype(np.float32)
-        raise InputError(
-            f"input {name!r} must hold integers; found {_shown(np.ravel(array).tolist())}"
-        )
+                found = self._found(broken.tolist())
+                raise InputError(f"input {name!r} must hold whole numbers{found}")
+        if name in self.schema.integer_ranges:
+            low, high = self.schema.integer_ranges[name]
+            outside = array[(array < low) | (array > high)]
+            if len(outside):
+                found = self._found(outside.tolist())
+                raise InputError(f"input {name!r} must be from {low} to {high}{found}")
+        return array.astype(np.float32)
 
     def _categories(
         self, name: str, values: Sequence[Any] | np.ndarray, codes: Mapping[str, float]
@@ -139,8 +162,9 @@ class Explainer:
             return np.fromiter((codes[text] for text in texts), dtype=np.float32, count=len(texts))
         except (KeyError, TypeError):
             unknown = [text for text in texts if not isinstance(text, str) or text not in codes]
+            which = f" {_shown(unknown)}" if self.show_values else ""
             raise InputError(
-                f"input {name!r} has unknown category {_shown(unknown)}; "
+                f"input {name!r} has unknown category{which}; "
                 f"expected one of: {', '.join(self.schema.category_levels[name])}"
             ) from None
 

@@ -24,6 +24,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Sequence
+from multiprocessing.util import Finalize
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +65,16 @@ ROWS_METRIC = "payband_inference_rows"
 _ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 _rows_histogram: Histogram | None = None
 _INTEGER_TYPES = {"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"}
-_NUMBER_TYPES = _INTEGER_TYPES | {"FP16", "FP32", "FP64"}
+_NUMBER_TYPES = _INTEGER_TYPES | {"FP32", "FP64"}
+# Requests up to this many rows are explained on the event loop (cheaper than a thread hop).
+_IN_LOOP_ROWS = 64
 
 
 class InvalidRequest(MLServerError):
     """A request the model cannot answer: V2 error 400 (gRPC INVALID_ARGUMENT), one line.
 
-    Takes the message only, so it survives the trip back from a parallel worker.
+    From a parallel worker MLServer passes on the status and prefixes the message with this
+    class's import path.
     """
 
     def __init__(self, msg: str) -> None:
@@ -105,20 +109,32 @@ class SalaryBandRuntime(MLModel):
         parameters = self.settings.parameters
         extra: dict[str, Any] = dict((parameters.extra if parameters else None) or {})
         uri = await get_model_uri(self.settings)
-        self._download_dir: Path | None = None
+        download_dir = None
         if is_mlflow_uri(uri):
-            self._download_dir = Path(tempfile.mkdtemp(prefix="payband-serving-"))
+            download_dir = Path(tempfile.mkdtemp(prefix="payband-serving-"))
+            # MLServer never unloads models at shutdown, and workers end without atexit:
+            # multiprocessing's finalizers run in both, so the copy goes with the process.
+            Finalize(
+                self,
+                shutil.rmtree,
+                args=(str(download_dir),),
+                kwargs={"ignore_errors": True},
+                exitpriority=0,
+            )
         tracking_uri = str(extra.get("mlflow_tracking_uri") or settings.mlflow_tracking_uri)
         # Resolving and downloading block: keep the server's event loop free meanwhile.
         source: ModelSource = await asyncio.to_thread(
-            resolve,
-            uri,
-            tracking_uri=tracking_uri,
-            download_dir=self._download_dir or Path(uri),
+            resolve, uri, tracking_uri=tracking_uri, download_dir=download_dir or Path(uri)
         )
         booster = await asyncio.to_thread(load_booster, source.folder, source.schema)
-        self._explainer = Explainer(booster, source.schema, threads=settings.threads)
-        self._max_rows = settings.max_rows
+        # With adaptive batching, one request's error reaches every request merged with it:
+        # then errors name the rule but do not quote another client's values.
+        self._batching = self.settings.max_batch_size > 1 and self.settings.max_batch_time > 0
+        self._explainer = Explainer(
+            booster, source.schema, threads=settings.threads, show_values=not self._batching
+        )
+        # The limit holds per request: a merged call may hold max_batch_size requests.
+        self._max_rows = settings.max_rows * (self.settings.max_batch_size if self._batching else 1)
         self._model_version = source.version or (parameters.version if parameters else None)
         self._registered_name = source.registered_name or extra.get("registered_name")
         self._source_uri = str(extra.get("source_uri") or source.uri)
@@ -150,11 +166,6 @@ class SalaryBandRuntime(MLModel):
             MetadataTensor(name="base_value", datatype="FP64", shape=[-1, bands]),
         ]
         self._rows = _rows_metric().labels(model=self.name, version=self._model_version or "")
-        return True
-
-    async def unload(self) -> bool:
-        if getattr(self, "_download_dir", None) is not None:
-            shutil.rmtree(self._download_dir, ignore_errors=True)
         return True
 
     async def metadata(self) -> MetadataModelResponse:
@@ -189,7 +200,11 @@ class SalaryBandRuntime(MLModel):
             matrix = self._explainer.encode(self._columns(payload))
         except InputError as exc:
             raise InvalidRequest(str(exc)) from None
-        explained = self._explainer.explain(matrix)
+        if len(matrix) > _IN_LOOP_ROWS:
+            # XGBoost releases the GIL: health checks and other requests go on meanwhile.
+            explained = await asyncio.to_thread(self._explainer.explain, matrix)
+        else:
+            explained = self._explainer.explain(matrix)
         self._rows.observe(len(matrix))
         return InferenceResponse(
             id=payload.id,
@@ -200,7 +215,9 @@ class SalaryBandRuntime(MLModel):
         )
 
     def _requested_outputs(self, payload: InferenceRequest) -> Sequence[str]:
-        if not payload.outputs:
+        # Adaptive batching merges the requested outputs of different clients: all of them
+        # are returned then, so no client misses one it did not ask to leave out.
+        if not payload.outputs or self._batching:
             return OUTPUTS
         names = [output.name for output in payload.outputs]
         if unknown := [name for name in names if name not in OUTPUTS]:
@@ -244,12 +261,8 @@ class SalaryBandRuntime(MLModel):
         if not categorical and datatype not in _NUMBER_TYPES:
             raise InvalidRequest(f"input {name!r} must be INT64 (whole numbers), not {datatype}")
         try:
-            values = (
-                StringCodec.decode_input(item)
-                if categorical
-                else np.ravel(NumpyCodec.decode_input(item))
-            )
-        except (ValueError, TypeError) as exc:
+            values = self._categories(item) if categorical else self._numbers(item)
+        except (ValueError, TypeError, OverflowError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise InvalidRequest(
                 f"input {name!r} does not hold {rows} values of {datatype}: {reason}"
@@ -257,6 +270,36 @@ class SalaryBandRuntime(MLModel):
         if len(values) != rows:
             raise InvalidRequest(f"input {name!r} has shape {shape} but holds {len(values)} values")
         return values
+
+    @staticmethod
+    def _numbers(item: RequestInput) -> np.ndarray:
+        data = item.data.root
+        if isinstance(data, bytes | bytearray):
+            # gRPC raw contents: binary, typed by the declared datatype.
+            return np.ravel(NumpyCodec.decode_input(item))
+        # JSON and typed gRPC contents: the values as sent, not cast to the declared type,
+        # so 38.5, true or "38" declared INT64 are refused rather than read as 38 or 1.
+        return np.asarray(_flat(data), dtype=object)
+
+    @staticmethod
+    def _categories(item: RequestInput) -> list[Any]:
+        data = item.data.root
+        if isinstance(data, bytes | bytearray):
+            return StringCodec.decode_input(item)
+        values = _flat(data)
+        if wrong := [value for value in values if not isinstance(value, str | bytes)]:
+            raise TypeError(f"category names are text, not {type(wrong[0]).__name__}")
+        return values
+
+
+def _flat(data: Any) -> list[Any]:
+    """The values of a (possibly nested) JSON array, in row-major order."""
+    if not isinstance(data, list | tuple):
+        return [data]
+    values: list[Any] = []
+    for value in data:
+        values.extend(_flat(value) if isinstance(value, list | tuple) else [value])
+    return values
 
 
 def _output(name: str, explained: Explained) -> ResponseOutput:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging.config
+import socket
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,10 @@ from payband_serving.settings import ServingSettings
 from payband_serving.source import ModelSource, load_booster, resolve
 
 __all__ = ["ServeError", "ServerOptions", "serve", "server_settings"]
+
+
+# How long stopping (workers, metrics files) may take after the servers have stopped.
+_STOP_TIMEOUT_S = 60.0
 
 
 class ServeError(RuntimeError):
@@ -84,25 +90,77 @@ def _apply(server: Settings, model: ModelSettings, options: ServerOptions) -> No
 
 
 class _Server(MLServer):
-    """MLServer that remembers whether a signal stopped it (else a model failed to load)."""
+    """MLServer that remembers whether a signal stopped it (else a model failed to load) and
+    lets the caller wait until stopping is complete (workers, metrics files)."""
 
     signalled: int | None = None
+    _stopping = False
 
     async def stop(self, sig: int | None = None) -> None:
+        # Each signal schedules a stop (a supervisor may send SIGTERM twice); one is enough,
+        # two would both remove the workers' metrics files.
+        if self._stopping:
+            await self.stopped.wait()
+            return
+        self._stopping = True
         self.signalled = sig
-        await super().stop(sig)
+        try:
+            await super().stop(sig)
+        finally:
+            self.stopped.set()
+
+    @property
+    def stopped(self) -> asyncio.Event:
+        if not hasattr(self, "_stopped"):
+            self._stopped = asyncio.Event()
+        return self._stopped
 
 
 async def _run(server_config: Settings, models: list[ModelSettings]) -> None:
     server = _Server(server_config)
-    await server.start(models)
+    try:
+        await server.start(models)
+    except (OSError, RuntimeError, SystemExit):
+        # uvicorn exits and gRPC raises when they cannot listen: stop the rest (workers)
+        # before saying so, or they keep the process alive.
+        await server.stop()
+        raise ServeError("the server stopped while starting (see the log above)") from None
+    # The servers return as soon as they stop listening; stop() may still be closing the
+    # workers and removing their metrics files.
+    await asyncio.wait_for(server.stopped.wait(), _STOP_TIMEOUT_S)
     if server.signalled is None:
         raise ServeError("the model failed to load; the server stopped (see the log above)")
 
 
+def _check_ports(server_config: Settings) -> None:
+    """ServeError naming the first port another process already listens on."""
+    ports = (server_config.http_port, server_config.grpc_port, server_config.metrics_port)
+    if len(set(ports)) != len(ports):
+        raise ServeError(f"the HTTP, gRPC and metrics ports must differ, not {list(ports)}")
+    for port in ports:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As the servers themselves do, so a port in TIME_WAIT counts as free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((server_config.host, port))
+            except OSError as exc:
+                raise ServeError(
+                    f"cannot listen on {server_config.host}:{port}: {exc.strerror or exc}"
+                ) from None
+
+
 def _check(source: ModelSource) -> None:
-    """Load the model once before the server starts, so a broken model fails in one line."""
-    Explainer(load_booster(source.folder, source.schema), source.schema)
+    """Load the model and explain one row before the server starts, so a broken model
+    fails in one line rather than at its first request."""
+    explainer = Explainer(load_booster(source.folder, source.schema), source.schema)
+    schema = source.schema
+    row = {
+        name: [schema.category_levels[name][0]]
+        if name in schema.category_levels
+        else [schema.integer_ranges.get(name, (0, 0))[0]]
+        for name in schema.features
+    }
+    explainer.explain(explainer.encode(row))
 
 
 async def _from_bundle(
@@ -111,6 +169,9 @@ async def _from_bundle(
     if not (bundle / "model-settings.json").is_file():
         raise ServeError(f"{bundle} is not a bundle: it has no model-settings.json")
     server_config, models = await load_settings(str(bundle))
+    # load_settings puts "." and the bundle first on sys.path (to import a model class from
+    # there); ours is installed, and spawned workers must not import from the working dir.
+    sys.path[:] = [entry for entry in sys.path if entry not in (".", str(bundle))]
     for model in models:
         # Relative model URIs are relative to their model-settings.json, as MLServer reads them.
         uri = await get_model_uri(model)
@@ -155,5 +216,7 @@ def serve(
         server_config.logging_settings = logging_config()
         for model in models:
             _apply(server_config, model, options)
+        _check_ports(server_config)
         logging.config.dictConfig(logging_config())
+        logging.captureWarnings(True)
         asyncio.run(_run(server_config, models))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -44,5 +45,5 @@ class ServingSettings(BaseSettings):
     bundle_dir: Path = Field(default_factory=lambda: payband_home() / "serving" / "bundles")
     container_engine: Literal["auto", "podman", "docker", "none"] = "auto"
     # The image every bundle image starts from: the payband-serving package image.
-    base_image: str = "payband-serving:latest"
+    base_image: str = f"payband-serving:{version('payband-serving')}"
     image_repository: str = "payband-model"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "is_mlflow_uri",
     "load_booster",
     "model_folder",
+    "redact",
     "resolve",
 ]
 
@@ -43,8 +45,20 @@ _DATABASE_BACKENDS = {"postgresql", "sqlite", "mysql", "mssql"}
 _S3_SUPPORT = importlib.util.find_spec("boto3") is not None
 
 
+# user:password@ in any URL of a message (MLflow puts its request URLs into its errors).
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s]*):[^/@\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _USERINFO.sub(r"\g<scheme>\g<user>:***@", text)
+
+
 class ModelSourceError(RuntimeError):
-    """The model cannot be found, fetched or read; one readable line."""
+    """The model cannot be found, fetched or read; one readable line, passwords redacted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
 
 
 @dataclass(frozen=True)
@@ -88,10 +102,13 @@ def load_booster(folder: Path, schema: ModelSchema) -> xgb.Booster:
     except xgb.core.XGBoostError as exc:
         reason = str(exc).strip().splitlines()[-1]
         raise ModelSourceError(f"{path} is not an XGBoost model: {reason}") from None
-    config = json.loads(booster.save_config())["learner"]["learner_model_param"]
+    learner = json.loads(booster.save_config())["learner"]
     try:
         schema.check_booster_info(
-            booster.feature_names or (), booster.feature_types or (), int(config["num_class"])
+            booster.feature_names or (),
+            booster.feature_types or (),
+            int(learner["learner_model_param"]["num_class"]),
+            learner["objective"]["name"],
         )
     except ModelSchemaError as exc:
         raise ModelSourceError(f"{folder}: {exc}") from None

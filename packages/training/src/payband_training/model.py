@@ -87,9 +87,12 @@ class ModelInputError(ValueError):
 
 def check_booster(schema: ModelSchema, booster: xgb.Booster) -> None:
     """ModelSchemaError unless the booster takes the schema's features, typed so, and bands."""
-    config = json.loads(booster.save_config())["learner"]["learner_model_param"]
+    learner = json.loads(booster.save_config())["learner"]
     schema.check_booster_info(
-        booster.feature_names or (), booster.feature_types or (), int(config["num_class"])
+        booster.feature_names or (),
+        booster.feature_types or (),
+        int(learner["learner_model_param"]["num_class"]),
+        learner["objective"]["name"],
     )
 
 
