@@ -6,7 +6,7 @@ import enum
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, TypeVar
 
 import psycopg
 import typer
@@ -18,7 +18,7 @@ from payband_audit.errors import AuditError
 from payband_audit.purge import purge_expired
 from payband_audit.settings import AuditSettings, check_retention
 from payband_audit.verify import verify_chain
-from payband_contracts.cli_support import add_version_option
+from payband_contracts.cli_support import add_version_option, fail
 
 app = typer.Typer(
     help="The audit log of payband: migrate, verify, purge and export.",
@@ -51,12 +51,7 @@ def _settings() -> AuditSettings:
             f"PAYBAND_AUDIT_{str(e['loc'][0]).upper()}: {e['msg'].removeprefix('Value error, ')}"
             for e in error.errors()
         )
-        _fail(f"invalid setting: {problems}")
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+        fail(f"invalid setting: {problems}")
 
 
 def _url(url: str | None) -> str:
@@ -68,11 +63,11 @@ def _run(action: Callable[[], T]) -> T:
     try:
         return action()
     except AuditError as error:
-        _fail(str(error))
+        fail(str(error))
     except psycopg.Error as error:
-        _fail(first_line(error))
+        fail(first_line(error))
     except OSError as error:
-        _fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
+        fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
 
 
 @app.command()
@@ -134,7 +129,7 @@ def purge(
     try:
         check_retention(days)
     except ValueError as error:
-        _fail(str(error))
+        fail(str(error))
 
     def run() -> str:
         with connect(_url(url), role=role or settings.role) as conn:
@@ -179,9 +174,7 @@ def export(
     by_suffix = {".csv": ExportFormat.csv, ".parquet": ExportFormat.parquet}
     chosen = file_format or by_suffix.get(output.suffix.lower())
     if chosen is None:
-        _fail(
-            f"cannot tell the format of {output.name}: name it .parquet or .csv, or pass --format"
-        )
+        fail(f"cannot tell the format of {output.name}: name it .parquet or .csv, or pass --format")
 
     def run() -> int:
         with AuditReader(_url(url), settings=settings, role=role or settings.role) as reader:

@@ -6,13 +6,13 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from payband_contracts.cli_support import add_version_option
+from payband_contracts.cli_support import add_version_option, fail
 from payband_data import __version__
 from payband_data.errors import DataError, first_line
 from payband_data.settings import DataSettings
@@ -53,11 +53,6 @@ EdgesOption = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _settings() -> DataSettings:
     try:
         return DataSettings()
@@ -65,7 +60,7 @@ def _settings() -> DataSettings:
         problems = "; ".join(
             f"PAYBAND_DATA_{str(e['loc'][0]).upper()}: {e['msg']}" for e in error.errors()
         )
-        _fail(f"invalid setting: {problems}")
+        fail(f"invalid setting: {problems}")
 
 
 def _run(action: Callable[[], T]) -> T:
@@ -75,11 +70,11 @@ def _run(action: Callable[[], T]) -> T:
     try:
         return action()
     except TransformError as error:
-        _fail(str(error))  # one line per failed dbt node
+        fail(str(error))  # one line per failed dbt node
     except (DataError, ValueError) as error:
-        _fail(first_line(error))
+        fail(first_line(error))
     except OSError as error:
-        _fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
+        fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
 
 
 @contextmanager
@@ -94,14 +89,14 @@ def _exclusive(settings: DataSettings) -> Iterator[None]:
         with exclusive_build(settings, waiting):
             yield
     except DataError as error:  # the database cannot be reached; what ran inside used _run
-        _fail(first_line(error))
+        fail(first_line(error))
 
 
 def _edges(band_edges: str) -> tuple[int, ...]:
     try:
         return tuple(int(edge) for edge in band_edges.split(",") if edge.strip())
     except ValueError:
-        _fail(f"--band-edges: {band_edges!r} is not a comma-separated list of whole USD amounts")
+        fail(f"--band-edges: {band_edges!r} is not a comma-separated list of whole USD amounts")
 
 
 _HIDDEN_METADATA = {"row_count", "payband_version", "sha256", "dataset"}

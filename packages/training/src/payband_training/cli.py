@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from payband_contracts.cli_support import add_version_option
+from payband_contracts.cli_support import add_version_option, fail, run_guarded, settings_problems
 from payband_training import __version__
 
 app = typer.Typer(
@@ -29,23 +29,13 @@ T = TypeVar("T")
 console = Console(stderr=True)
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _run(action: Callable[[], T]) -> T:
     """Run `action`; an error a user can cause ends in one `error:` line, not a traceback."""
-    from payband_data.errors import DataError, first_line
+    from payband_data.errors import DataError
     from payband_training.registry import RegistryError
     from payband_training.tracking import TrackingError
 
-    try:
-        return action()
-    except (DataError, RegistryError, TrackingError, ValueError) as error:
-        _fail(first_line(error))
-    except OSError as error:
-        _fail(f"{error.strerror or error}: {error.filename}" if error.filename else str(error))
+    return run_guarded(action, (DataError, RegistryError, TrackingError, ValueError))
 
 
 def _settings(**overrides: Any) -> Any:
@@ -56,10 +46,7 @@ def _settings(**overrides: Any) -> Any:
         given = {key: value for key, value in overrides.items() if value is not None}
         return TrainingSettings(**given), DataSettings()
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        _fail(f"invalid setting: {problems}")
+        fail(f"invalid setting: {settings_problems(error)}")
 
 
 def _summary(outcome: Any) -> Table:
