@@ -31,13 +31,15 @@ UrlOption = Annotated[
     str | None,
     typer.Option(
         "--url",
-        help="Database URL [default: $PAYBAND_AUDIT_DATABASE_URL].",
+        help="Database URL \\[default: $PAYBAND_AUDIT_DATABASE_URL].",
         show_default=False,
     ),
 ]
 RoleOption = Annotated[
     str | None,
-    typer.Option("--role", help="Role to act as after connecting [default: $PAYBAND_AUDIT_ROLE]."),
+    typer.Option(
+        "--role", help="Role to act as after connecting \\[default: $PAYBAND_AUDIT_ROLE]."
+    ),
 ]
 
 T = TypeVar("T")
@@ -119,7 +121,7 @@ def purge(
     retention_days: Annotated[
         int | None,
         typer.Option(
-            help="Keep this many days (at least 180) [default: $PAYBAND_AUDIT_RETENTION_DAYS]."
+            help="Keep this many days (at least 180) \\[default: $PAYBAND_AUDIT_RETENTION_DAYS]."
         ),
     ] = None,
 ) -> None:
@@ -156,7 +158,7 @@ def export(
     role: RoleOption = None,
     file_format: Annotated[
         ExportFormat | None,
-        typer.Option("--format", help="parquet or csv [default: from the file name]."),
+        typer.Option("--format", help="parquet or csv \\[default: from the file name]."),
     ] = None,
     since: Annotated[
         datetime | None, typer.Option(help="Received at or after (UTC if no zone).")

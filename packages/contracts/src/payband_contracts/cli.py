@@ -29,7 +29,7 @@ DirOption = Annotated[
     Path | None,
     typer.Option(
         "--dir",
-        help="Directory of the exported schemas [default: packages/contracts/schemas].",
+        help="Directory of the exported schemas \\[default: packages/contracts/schemas].",
         file_okay=False,
     ),
 ]

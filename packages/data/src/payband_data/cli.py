@@ -39,7 +39,7 @@ SourceOption = Annotated[
 ]
 YearOption = Annotated[
     int | None,
-    typer.Option("--year", help="PUMS survey year (2018 or later, not 2020) [default: 2023]."),
+    typer.Option("--year", help="PUMS survey year (2018 or later, not 2020) \\[default: 2023]."),
 ]
 StatesOption = Annotated[
     str, typer.Option("--states", help="PUMS states, comma-separated postal codes, e.g. CA,NY.")
@@ -139,7 +139,9 @@ def build(
     band_edges: EdgesOption = "50000",
     raw_uri: Annotated[
         str | None,
-        typer.Option("--raw-uri", help="Raw version to load [default: the newest of the source]."),
+        typer.Option(
+            "--raw-uri", help="Raw version to load \\[default: the newest of the source]."
+        ),
     ] = None,
 ) -> None:
     """Load a raw version into PostgreSQL (COPY), then dbt: seeds, models and every test."""
@@ -179,7 +181,7 @@ def snapshot(
 def versions(
     dataset: Annotated[
         str | None,
-        typer.Argument(help="Dataset, e.g. raw/adult or features/pums [default: all]."),
+        typer.Argument(help="Dataset, e.g. raw/adult or features/pums \\[default: all]."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:

@@ -51,7 +51,7 @@ def serve(
         str | None,
         typer.Option(
             help="Serve this model: models:/name@alias, models:/name/version, runs:/... or a "
-            "model directory [default: PAYBAND_SERVING_MODEL_URI]"
+            "model directory \\[default: PAYBAND_SERVING_MODEL_URI]"
         ),
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
@@ -100,11 +100,13 @@ def serve(
 def bundle(
     model_uri: Annotated[
         str | None,
-        typer.Option(help="The model to bundle [default: PAYBAND_SERVING_MODEL_URI, the champion]"),
+        typer.Option(
+            help="The model to bundle \\[default: PAYBAND_SERVING_MODEL_URI, the champion]"
+        ),
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option(help="Directory for the bundle [default: PAYBAND_SERVING_BUNDLE_DIR]"),
+        typer.Option(help="Directory for the bundle \\[default: PAYBAND_SERVING_BUNDLE_DIR]"),
     ] = None,
     image: Annotated[
         bool, typer.Option(help="Build the image when a container engine is available.")
