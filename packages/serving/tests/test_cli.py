@@ -286,3 +286,18 @@ def test_model_settings_may_name_an_mlflow_uri(mlflow_registry, tmp_path: Path) 
         assert any(scratch.iterdir()), "the runtime downloaded nothing"
         assert server.stop() == 0
     assert list(scratch.iterdir()) == []
+
+
+def test_a_password_in_the_tracking_uri_is_never_shown() -> None:
+    result = cli(
+        "serve",
+        "--model-uri",
+        "models:/salary-band@champion",
+        env={"PAYBAND_SERVING_MLFLOW_TRACKING_URI": "http://alice:s3cret@127.0.0.1:9"},
+    )
+    assert result.returncode == 2
+    assert "s3cret" not in result.stderr + result.stdout
+    assert result.stderr.strip() == (
+        "error: cannot reach the MLflow tracking server http://alice:***@127.0.0.1:9: "
+        "Connection refused"
+    )

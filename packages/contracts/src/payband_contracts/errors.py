@@ -76,6 +76,13 @@ def format_loc(loc: Sequence[str | int]) -> str:
     return path or "(body)"
 
 
+def first_problem(error: ValidationError, whole: str = "the document") -> str:
+    """The first problem of a validation error in one line: ``where: what``."""
+    first = error.errors()[0]
+    where = format_loc(first["loc"]) if first["loc"] else whole
+    return f"{where}: {first['msg']}"
+
+
 def _schema_at(
     schema: dict[str, Any], loc: Sequence[str | int], defs: dict[str, Any]
 ) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from payband_contracts.bands import SalaryBands
 from payband_contracts.catalogue import FEATURE_CATALOGUE
+from payband_contracts.errors import first_problem
 
 __all__ = [
     "BOOSTER_FEATURE_TYPES",
@@ -158,9 +159,7 @@ class ModelSchema(BaseModel):
         except FileNotFoundError:
             raise ModelSchemaError(f"{path} does not exist: not a payband model") from None
         except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(part) for part in error["loc"]) or "the document"
-            raise ModelSchemaError(f"{path}: {where}: {error['msg']}") from None
+            raise ModelSchemaError(f"{path}: {first_problem(exc)}") from None
 
     def check_booster_info(
         self,

@@ -32,11 +32,18 @@ from typing import Any, Literal
 from mlserver.settings import ModelSettings, Settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from payband_contracts.errors import first_problem
 from payband_contracts.model import METADATA_FILE
 from payband_serving import __version__
 from payband_serving.runtime import IMPLEMENTATION
 from payband_serving.settings import ServingSettings
-from payband_serving.source import ModelSource, ModelSourceError, is_mlflow_uri, load_booster
+from payband_serving.source import (
+    ModelSource,
+    ModelSourceError,
+    is_mlflow_uri,
+    load_booster,
+    tracking_url,
+)
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -162,11 +169,8 @@ def model_revision(source: ModelSource, *, tracking_uri: str) -> str | None:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    # postgresql:// would mean psycopg2, which is not installed; psycopg 3 is.
-    if tracking_uri.startswith("postgresql://"):
-        tracking_uri = "postgresql+psycopg://" + tracking_uri.removeprefix("postgresql://")
     try:
-        run = MlflowClient(tracking_uri=tracking_uri).get_run(source.run_id)
+        run = MlflowClient(tracking_uri=tracking_url(tracking_uri)).get_run(source.run_id)
     except MlflowException:
         return None
     return run.data.tags.get(GIT_COMMIT_TAG) or None
@@ -230,11 +234,7 @@ def _check_mlserver_settings(directory: Path) -> None:
         model = ModelSettings.parse_file(str(directory / MODEL_SETTINGS_FILE))
         Settings.model_validate(json.loads((directory / SETTINGS_FILE).read_text("utf-8")))
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"])
-        raise BundleError(
-            f"MLServer rejects the bundle's settings: {where}: {error['msg']}"
-        ) from None
+        raise BundleError(f"MLServer rejects the bundle's settings: {first_problem(exc)}") from None
     if model.implementation_ != IMPLEMENTATION:
         raise BundleError(f"MLServer reads the implementation as {model.implementation_!r}")
 
@@ -431,9 +431,7 @@ def _read_manifest(directory: Path) -> BundleManifest:
     except FileNotFoundError:
         raise BundleError(f"{directory} has no {MANIFEST_FILE}: not a payband bundle") from None
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "the document"
-        raise BundleError(f"{path} is malformed: {where}: {error['msg']}") from None
+        raise BundleError(f"{path} is malformed: {first_problem(exc)}") from None
 
 
 def verify_bundle(directory: Path) -> BundleManifest:

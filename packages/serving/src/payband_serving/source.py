@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import re
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "model_folder",
     "redact",
     "resolve",
+    "tracking_url",
 ]
 
 # Where MLflow keeps a pyfunc model's artifacts inside the model directory.
@@ -131,7 +133,8 @@ def _local(uri: str) -> ModelSource:
     return ModelSource(uri=uri, folder=folder, schema=_read_schema(folder))
 
 
-def _tracking_url(uri: str) -> str:
+def tracking_url(uri: str) -> str:
+    """The SQLAlchemy URL MLflow needs for a tracking URI."""
     # postgresql:// would mean psycopg2, which is not installed; psycopg 3 is.
     if uri.startswith("postgresql://"):
         return "postgresql+psycopg://" + uri.removeprefix("postgresql://")
@@ -145,11 +148,25 @@ def _shown(uri: str) -> str:
         return uri
 
 
-def check_tracking_database(uri: str) -> None:
-    """Fail fast, in one line, on an unreachable tracking database.
+def _check_tracking_server(uri: str) -> None:
+    parsed = urlparse(uri)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=10):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ModelSourceError(f"cannot reach the MLflow tracking server {uri}: {reason}") from None
 
-    MLflow itself retries an unreachable database for about 100 s.
+
+def check_tracking_database(uri: str) -> None:
+    """Fail fast, in one line, on an unreachable tracking database or server.
+
+    MLflow itself retries an unreachable database for about 100 s, a server for minutes.
     """
+    if urlparse(uri).scheme in ("http", "https"):
+        _check_tracking_server(uri)
+        return
     try:
         url = make_url(uri)
     except ArgumentError:
@@ -228,7 +245,7 @@ def resolve(uri: str, *, tracking_uri: str, download_dir: Path) -> ModelSource:
     if not is_mlflow_uri(uri):
         return _local(uri)
     _reference(uri)
-    tracking = _tracking_url(tracking_uri)
+    tracking = tracking_url(tracking_uri)
     check_tracking_database(tracking)
     # MLflow is heavy: imported only for MLflow URIs, and after its warning is muted.
     _import_mlflow()
