@@ -74,6 +74,16 @@ def test_fastapi_style_prefix_is_dropped():
     assert body.errors[0].field == "candidates[0].sex"
 
 
+def test_errors_as_fastapi_lists_them_give_the_same_body():
+    with pytest.raises(ValidationError) as caught:
+        BatchPredictionRequest.model_validate({"candidates": [{**EXAMPLE_CANDIDATE, "age": 9}]})
+    errors = caught.value.errors(include_url=False)
+    details = [{**error, "loc": ("body", *error["loc"])} for error in errors]
+    from_list = validation_error_body(details, BatchPredictionRequest, loc_prefix=("body",))
+    assert from_list == validation_error_body(caught.value, BatchPredictionRequest)
+    assert from_list.errors[0].rule == "integer from 17 to 99"
+
+
 def test_example_prediction_is_valid():
     prediction = Prediction.model_validate(EXAMPLE_PREDICTION)
     assert prediction.band.label == ">50K"
@@ -95,12 +105,16 @@ def _broken(mutate) -> dict:
         (lambda d: d["explanation"]["contributions"].reverse(), "ordered by magnitude"),
         (
             lambda d: d["explanation"]["contributions"][1].update(
-                feature="marital_status", value="married"
+                feature="marital_status", value="married", value_label="Married"
             ),
             "only once",
         ),
         (lambda d: d["explanation"]["contributions"][2].update(value=12), "integer from 17"),
         (lambda d: d["explanation"]["contributions"][0].update(value="single"), "one of"),
+        (
+            lambda d: d["explanation"]["contributions"][1].update(value_label="Masters"),
+            'value_label of education must be "Bachelor\'s degree"',
+        ),
         (lambda d: d.update(created_at="2026-11-27T10:00:00"), "timezone"),
         (lambda d: d["explanation"].update(band_index=2), "does not exist"),
     ],

@@ -6,7 +6,7 @@ broken in words (the range, the allowed values, "required", ...) and a message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Annotated, Any
 
@@ -159,19 +159,21 @@ def _schema_of(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def field_errors(
-    exc: ValidationError,
+    exc: ValidationError | Iterable[ErrorDetails],
     model: type[BaseModel] | None = None,
     loc_prefix: Sequence[str | int] = (),
 ) -> list[FieldError]:
-    """FieldErrors for every error of a pydantic ValidationError.
+    """FieldErrors for every error of a pydantic ValidationError (or its `errors()` list, as
+    FastAPI's RequestValidationError gives it).
 
     `model` is the model that was validated; its JSON Schema gives the ranges and allowed
     values. `loc_prefix` is dropped from the front of each location (e.g. FastAPI's 'body').
     """
     schema = _schema_of(model) if model is not None else None
     prefix = tuple(loc_prefix)
+    details = exc.errors(include_url=False) if isinstance(exc, ValidationError) else exc
     result = []
-    for error in exc.errors(include_url=False):
+    for error in details:
         loc = tuple(error["loc"])
         if prefix and loc[: len(prefix)] == prefix:
             loc = loc[len(prefix) :]
@@ -188,7 +190,7 @@ def field_errors(
 
 
 def validation_error_body(
-    exc: ValidationError,
+    exc: ValidationError | Iterable[ErrorDetails],
     model: type[BaseModel] | None = None,
     *,
     request_id: str | None = None,

@@ -95,6 +95,10 @@ class FeatureContribution(ContractModel):
     feature: FeatureName
     label: str = Field(description="Human label of the feature, from the feature catalogue.")
     value: int | str = Field(description="The candidate's value of the feature.")
+    value_label: str | None = Field(
+        default=None,
+        description="The value in words, from the feature catalogue, e.g. 'Bachelor's degree'.",
+    )
     contribution: float = Field(
         description="Signed contribution to the raw score (log-odds) of the explained band: "
         "positive values make the band more likely."
@@ -112,6 +116,10 @@ class FeatureContribution(ContractModel):
             raise ValueError(
                 f"value of {self.feature} must be an {FEATURE_CATALOGUE[self.feature].rule}"
             )
+        if self.value_label is not None:
+            expected = FEATURE_CATALOGUE[self.feature].display(self.value)
+            if self.value_label != expected:
+                raise ValueError(f"value_label of {self.feature} must be {expected!r}")
         return self
 
 
@@ -125,6 +133,11 @@ class Explanation(ContractModel):
     base_value: float = Field(description="The expected raw score over the training data.")
     contributions: list[FeatureContribution] = Field(
         min_length=1, description="One per model input, largest magnitude first."
+    )
+    summary: list[str] = Field(
+        default_factory=list,
+        description="The largest contributions in words, largest first: the feature, the "
+        "candidate's value, the direction and the size of its effect on the explained band.",
     )
 
     @field_validator("contributions")
@@ -158,15 +171,28 @@ EXAMPLE_PREDICTION: dict[str, Any] = {
                 "feature": "marital_status",
                 "label": "Marital status",
                 "value": "married",
+                "value_label": "Married",
                 "contribution": 1.12,
             },
             {
                 "feature": "education",
                 "label": "Education",
                 "value": "bachelors_degree",
+                "value_label": "Bachelor's degree",
                 "contribution": 0.74,
             },
-            {"feature": "age", "label": "Age", "value": 38, "contribution": 0.21},
+            {
+                "feature": "age",
+                "label": "Age",
+                "value": 38,
+                "value_label": "38 years",
+                "contribution": 0.21,
+            },
+        ],
+        "summary": [
+            "Marital status is Married: strongly raises the likelihood of >50K (+1.12)",
+            "Education is Bachelor's degree: moderately raises the likelihood of >50K (+0.74)",
+            "Age is 38 years: slightly raises the likelihood of >50K (+0.21)",
         ],
     },
 }

@@ -30,7 +30,7 @@ from payband_contracts.messages import (
 )
 
 # The version of the exported schemas as a whole; bump the major for a breaking change.
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 VERSION_KEY = "x-payband-schema-version"
 CATALOGUE_FILE = "feature-catalogue.json"
