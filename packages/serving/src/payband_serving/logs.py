@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import logging
-from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JsonFormatter", "logging_config"]
+from payband_contracts import logs
+
+__all__ = ["logging_config"]
 
 _LOGGERS = (
     "mlserver",
@@ -21,35 +20,6 @@ _LOGGERS = (
 )
 
 
-class JsonFormatter(logging.Formatter):
-    """``{"time", "level", "logger", "message"}`` plus the exception type, never a traceback."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info and record.exc_info[0] is not None:
-            entry["error"] = record.exc_info[0].__name__
-        return json.dumps(entry, default=str)
-
-
 def logging_config(level: str = "INFO") -> dict[str, Any]:
     """A ``logging.config.dictConfig`` dictionary: every server logger as JSON on stdout."""
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
-        "handlers": {
-            "stdout": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stdout",
-            }
-        },
-        "loggers": {
-            name: {"handlers": ["stdout"], "level": level, "propagate": False} for name in _LOGGERS
-        },
-    }
+    return logs.logging_config(_LOGGERS, level)
