@@ -8,25 +8,18 @@ gets SIGTERM if the test process itself dies, so no server outlives its test ses
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from payband_testing._process import ServerProcess, start_server_process, wait_until_ready
 from payband_testing.checks import free_port
 
 __all__ = ["InferenceServer", "InferenceServerError", "inference_server"]
-
-_PR_SET_PDEATHSIG = 1
-_STOP_SECONDS = 30.0
 
 
 class InferenceServerError(RuntimeError):
@@ -34,16 +27,13 @@ class InferenceServerError(RuntimeError):
 
 
 @dataclass
-class InferenceServer:
+class InferenceServer(ServerProcess):
     """A running ``payband-serving serve``: its URLs and its log."""
 
-    process: subprocess.Popen[bytes]
-    model_name: str
-    http_port: int
-    grpc_port: int
-    metrics_port: int
-    log_path: Path
-    stopped: bool = field(default=False)
+    model_name: str = "salary-band"
+    http_port: int = 0
+    grpc_port: int = 0
+    metrics_port: int = 0
 
     @property
     def url(self) -> str:
@@ -62,33 +52,6 @@ class InferenceServer:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> int:
-        """SIGTERM (MLServer stops its workers), SIGKILL if it hangs; the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(_STOP_SECONDS)
-        with contextlib.suppress(ProcessLookupError):
-            # Anything left of its process group (inference workers).
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.stopped = True
-        return self.process.returncode
-
-
-# Looked up in the parent: between fork and exec the child only calls it (no dlopen, no lock).
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
-
-
-def _die_with_parent() -> None:
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
 
 def _ready(server: InferenceServer) -> bool:
     url = f"{server.url}/v2/models/{server.model_name}/ready"
@@ -97,10 +60,6 @@ def _ready(server: InferenceServer) -> bool:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
-
-
-def _tail(text: str, lines: int = 30) -> str:
-    return "\n".join(text.splitlines()[-lines:])
 
 
 @contextlib.contextmanager
@@ -122,38 +81,26 @@ def inference_server(
         command += [option, str(port)]
     command += list(args)
     with tempfile.TemporaryDirectory(prefix="payband-inference-server-") as tmp:
-        log_path = Path(tmp) / "server.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PAYBAND_SERVING_MODEL_NAME": model_name, **(env or {})},
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
+        started = start_server_process(
+            command,
+            Path(tmp) / "server.log",
+            {"PAYBAND_SERVING_MODEL_NAME": model_name, **(env or {})},
+        )
         server = InferenceServer(
-            process=process,
+            started.process,
+            started.log_path,
             model_name=model_name,
             http_port=ports["--http-port"],
             grpc_port=ports["--grpc-port"],
             metrics_port=ports["--metrics-port"],
-            log_path=log_path,
         )
         try:
-            deadline = time.monotonic() + startup_timeout
-            while not _ready(server):
-                if process.poll() is not None:
-                    raise InferenceServerError(
-                        f"payband-serving exited with {process.returncode} before it was "
-                        f"ready:\n{_tail(server.log())}"
-                    )
-                if time.monotonic() > deadline:
-                    raise InferenceServerError(
-                        f"payband-serving was not ready after {startup_timeout:.0f} s:\n"
-                        f"{_tail(server.log())}"
-                    )
-                time.sleep(0.2)
+            try:
+                wait_until_ready(
+                    server, lambda: _ready(server), what="payband-serving", timeout=startup_timeout
+                )
+            except RuntimeError as error:
+                raise InferenceServerError(str(error)) from None
             yield server
         finally:
             server.stop()
