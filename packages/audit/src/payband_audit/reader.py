@@ -9,9 +9,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
 
+import psycopg
 from psycopg.rows import dict_row
 
-from payband_audit.db import connect, require_migrated
+from payband_audit.db import connect, first_line, require_migrated
+from payband_audit.errors import AuditUnavailable
 from payband_audit.settings import AuditSettings
 from payband_contracts import (
     AuditRecord,
@@ -185,12 +187,16 @@ class AuditReader:
         self.close()
 
     def _records(self, where: str, params: list[Any], suffix: str = "") -> list[AuditRecord]:
-        rows = self._conn.execute(f"{RECORD_SQL} {where} {suffix}", params).fetchall()
-        ids = [row["prediction_id"] for row in rows]
-        reviews: dict[UUID, list[dict[str, Any]]] = {i: [] for i in ids}
-        if ids:
-            for review in self._conn.execute(REVIEWS_SQL, (ids,)).fetchall():
-                reviews[review["prediction_id"]].append(review)
+        try:
+            rows = self._conn.execute(f"{RECORD_SQL} {where} {suffix}", params).fetchall()
+            ids = [row["prediction_id"] for row in rows]
+            reviews: dict[UUID, list[dict[str, Any]]] = {i: [] for i in ids}
+            if ids:
+                for review in self._conn.execute(REVIEWS_SQL, (ids,)).fetchall():
+                    reviews[review["prediction_id"]].append(review)
+        except psycopg.OperationalError as error:
+            # The server went away mid-read: a reason to retry, not a bug.
+            raise AuditUnavailable(f"the audit database went away: {first_line(error)}") from None
         return [_record(row, reviews[row["prediction_id"]]) for row in rows]
 
     def get(self, prediction_id: UUID) -> AuditRecord | None:

@@ -92,7 +92,7 @@ class _Entry:
 class _Submission:
     entries: list[_Entry]
     future: asyncio.Future[Receipt]
-    new_prediction: UUID | None = None
+    new_predictions: tuple[UUID, ...] = ()
     requires_prediction: UUID | None = None
     outcome_for: UUID | None = None
     conflict: AuditRejected | None = field(default=None)
@@ -251,31 +251,30 @@ class AuditWriter:
         A request without a model is recorded with the prediction's model; a different one
         is refused.
         """
-        if prediction.id != request.prediction_id:
-            raise AuditRejected(
-                f"prediction {prediction.id} does not answer request {request.prediction_id}"
-            )
-        if request.model is None:
-            request = request.model_copy(update={"model": prediction.model})
-        elif request.model != prediction.model:
-            raise AuditRejected(
-                f"the request names model {request.model.name} {request.model.version} but "
-                f"the prediction comes from {prediction.model.name} {prediction.model.version}"
-            )
-        response = _entry(
-            RESPONSE,
-            (
-                prediction.id,
-                prediction.created_at,
-                prediction.band.index,
-                prediction.band.model_dump_json(),
-                "[" + ",".join(p.model_dump_json() for p in prediction.probabilities) + "]",
-                prediction.explanation.model_dump_json(),
-            ),
-        )
         return await self._submit(
-            [self._request_entry(request), response], new_prediction=request.prediction_id
+            self._prediction_entries(request, prediction),
+            new_predictions=(request.prediction_id,),
         )
+
+    async def record_predictions(
+        self, pairs: Sequence[tuple[PredictionRequestRecord, Prediction]]
+    ) -> Receipt:
+        """Record requests with their predictions all in one transaction, or none of them.
+
+        Each pair is checked as by `record_prediction`; one id already in the log fails the
+        whole submission with DuplicatePrediction. The receipt is that of the last record.
+        """
+        entries: list[_Entry] = []
+        ids: list[UUID] = []
+        for request, prediction in pairs:
+            entries.extend(self._prediction_entries(request, prediction))
+            ids.append(request.prediction_id)
+        if not ids:
+            raise AuditRejected("a batch of predictions to record must not be empty")
+        if len(set(ids)) != len(ids):
+            twice = next(pid for pid in ids if ids.count(pid) > 1)
+            raise AuditRejected(f"prediction {twice} appears more than once in the batch")
+        return await self._submit(entries, new_predictions=tuple(ids))
 
     async def record_error(
         self,
@@ -302,7 +301,7 @@ class AuditWriter:
             ),
         )
         return await self._submit(
-            [self._request_entry(request), failure], new_prediction=request.prediction_id
+            [self._request_entry(request), failure], new_predictions=(request.prediction_id,)
         )
 
     async def record_outcome(
@@ -376,7 +375,67 @@ class AuditWriter:
             ),
         )
 
-    async def _submit(self, entries: list[_Entry], **checks: UUID | None) -> Receipt:
+    async def check(self) -> None:
+        """Readiness probe: open and close a fresh connection, within the connect timeout.
+
+        AuditUnavailable when the database cannot be reached, AuditConfigError when it is not
+        migrated (or the role cannot be used). Works before start() and leaves the pool alone.
+        """
+        timeout = self.settings.connect_timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                conn = await self._connect()
+                await conn.close()
+        except (AuditUnavailable, AuditConfigError):
+            raise
+        except TimeoutError:
+            raise AuditUnavailable(
+                f"the audit database at {describe(self._conninfo)} did not answer within "
+                f"{timeout:g} s"
+            ) from None
+        except Exception as error:  # noqa: BLE001 - a probe answers "not ready", never crashes
+            raise AuditUnavailable(
+                f"cannot reach the audit database at {describe(self._conninfo)}: "
+                f"{first_line(error)}"
+            ) from None
+
+    @staticmethod
+    def _prediction_entries(
+        request: PredictionRequestRecord, prediction: Prediction
+    ) -> list[_Entry]:
+        """The request and response records of one answered prediction, checked."""
+        if prediction.id != request.prediction_id:
+            raise AuditRejected(
+                f"prediction {prediction.id} does not answer request {request.prediction_id}"
+            )
+        if request.model is None:
+            request = request.model_copy(update={"model": prediction.model})
+        elif request.model != prediction.model:
+            raise AuditRejected(
+                f"the request names model {request.model.name} {request.model.version} but "
+                f"the prediction comes from {prediction.model.name} {prediction.model.version}"
+            )
+        response = _entry(
+            RESPONSE,
+            (
+                prediction.id,
+                prediction.created_at,
+                prediction.band.index,
+                prediction.band.model_dump_json(),
+                "[" + ",".join(p.model_dump_json() for p in prediction.probabilities) + "]",
+                prediction.explanation.model_dump_json(),
+            ),
+        )
+        return [AuditWriter._request_entry(request), response]
+
+    async def _submit(
+        self,
+        entries: list[_Entry],
+        *,
+        new_predictions: tuple[UUID, ...] = (),
+        requires_prediction: UUID | None = None,
+        outcome_for: UUID | None = None,
+    ) -> Receipt:
         if self._closed:
             raise AuditUnavailable("the audit writer is closed")
         if self._worker is None:
@@ -388,7 +447,14 @@ class AuditWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Receipt] = loop.create_future()
         try:
-            self._queue.put_nowait(_Submission(entries, future, **checks))
+            submission = _Submission(
+                entries,
+                future,
+                new_predictions=new_predictions,
+                requires_prediction=requires_prediction,
+                outcome_for=outcome_for,
+            )
+            self._queue.put_nowait(submission)
         except asyncio.QueueFull:
             raise AuditUnavailable(
                 f"the audit queue is full ({self._queue.maxsize} records waiting)"
@@ -432,6 +498,10 @@ class AuditWriter:
             if _is_connection_error(error):
                 raise AuditUnavailable(f"the audit database went away: {error}") from None
             raise AuditConfigError(f"cannot use the audit database: {error}") from None
+        except BaseException:
+            # Cancelled (e.g. a readiness probe timed out): leave no connection behind.
+            await conn.close()
+            raise
         if not migrated or not migrated[0]:
             await conn.close()
             raise AuditConfigError(
@@ -607,8 +677,8 @@ class AuditWriter:
     async def _write(
         self, conn: psycopg.AsyncConnection[Any], batch: list[_Submission]
     ) -> list[tuple[_Submission, Receipt]]:
-        mentioned = {s.requires_prediction for s in batch} | {s.new_prediction for s in batch}
-        mentioned.discard(None)
+        mentioned = {s.requires_prediction for s in batch if s.requires_prediction is not None}
+        mentioned.update(pid for s in batch for pid in s.new_predictions)
         outcome_ids = [s.outcome_for for s in batch if s.outcome_for is not None]
         async with conn.transaction():
             # One round trip: lock the head and learn which ids the log already holds.
@@ -662,28 +732,30 @@ class AuditWriter:
         accepted = []
         for submission in batch:
             new, required, outcome_for = (
-                submission.new_prediction,
+                submission.new_predictions,
                 submission.requires_prediction,
                 submission.outcome_for,
             )
-            if new is not None and new in committed:
-                submission.fail(DuplicatePrediction(f"prediction {new} is already recorded"))
+            # A submission with several new ids is refused whole if any one of them clashes.
+            old = next((pid for pid in new if pid in committed), None)
+            clash = next((pid for pid in new if pid in new_here), None)
+            if old is not None:
+                submission.fail(DuplicatePrediction(f"prediction {old} is already recorded"))
             elif required is not None and required not in committed | new_here:
                 submission.fail(UnknownPrediction(f"prediction {required} is not in the audit log"))
             elif outcome_for is not None and outcome_for in with_outcome:
                 submission.fail(
                     OutcomeAlreadyRecorded(f"prediction {outcome_for} already has its outcome")
                 )
-            elif new is not None and new in new_here:
-                submission.conflict = DuplicatePrediction(f"prediction {new} is already recorded")
+            elif clash is not None:
+                submission.conflict = DuplicatePrediction(f"prediction {clash} is already recorded")
             elif outcome_for is not None and outcome_for in outcomes_here:
                 submission.conflict = OutcomeAlreadyRecorded(
                     f"prediction {outcome_for} already has its outcome"
                 )
             else:
                 accepted.append(submission)
-                if new is not None:
-                    new_here.add(new)
+                new_here.update(new)
                 if outcome_for is not None:
                     outcomes_here.add(outcome_for)
         return accepted
