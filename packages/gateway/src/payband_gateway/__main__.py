@@ -1,0 +1,3 @@
+from payband_gateway.cli import main
+
+main()

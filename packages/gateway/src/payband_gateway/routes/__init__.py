@@ -1,0 +1,1 @@
+"""One module per resource: predictions (with their outcomes and reviews) and health."""

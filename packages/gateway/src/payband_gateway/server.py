@@ -1,0 +1,81 @@
+"""Run the gateway under uvicorn: checks first, then JSON logs, SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+
+import uvicorn
+
+from payband_audit import AuditConfigError, AuditSettings, AuditUnavailable, AuditWriter
+from payband_contracts import logs
+from payband_gateway.app import create_app
+from payband_gateway.settings import GatewaySettings
+
+__all__ = ["ServeError", "logging_config", "serve"]
+
+_LOGGERS = (
+    "uvicorn",
+    "uvicorn.error",
+    "payband_gateway",
+    "payband_gateway.access",
+    "payband_audit",
+)
+
+
+class ServeError(Exception):
+    """The gateway cannot start; the message says why and what to do."""
+
+
+def logging_config(level: str = "INFO") -> dict[str, object]:
+    return logs.logging_config(_LOGGERS, level)
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise ServeError(f"port {port} on {host} is already in use") from None
+            raise ServeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+async def _check_audit(audit_settings: AuditSettings, role: str | None) -> str | None:
+    """None when the audit log is usable; a warning when it is down (the gateway starts and
+    refuses predictions until it is back); AuditConfigError when it is not migrated."""
+    try:
+        await AuditWriter(settings=audit_settings, role=role).check()
+    except AuditUnavailable as error:
+        return str(error)
+    return None
+
+
+def serve(settings: GatewaySettings, audit_settings: AuditSettings | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; ServeError for a port in use or an unmigrated audit log."""
+    audit_settings = audit_settings or AuditSettings()
+    _check_port(settings.host, settings.port)
+    try:
+        warning = asyncio.run(_check_audit(audit_settings, settings.audit_writer_role))
+    except AuditConfigError as error:
+        raise ServeError(str(error)) from None
+    config = uvicorn.Config(
+        create_app(settings, audit_settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=logging_config(settings.log_level.upper()),
+        access_log=False,  # the gateway logs each request itself, with its route and caller
+        server_header=False,
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    if warning:
+        import logging
+
+        logging.getLogger("payband_gateway").warning(
+            "the audit log is unavailable; predictions are refused until it is back: %s", warning
+        )
+    server.run()
+    if not server.started:
+        raise ServeError("the gateway did not start; its log says why")
