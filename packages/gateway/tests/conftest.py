@@ -44,7 +44,7 @@ def client(gateway: GatewayServer) -> Iterator[httpx.Client]:
         yield http
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def keys() -> dict[str, TestKey]:
     """One key per role ("predict", "review", "audit", "admin") and a second predict key."""
     return KEYS

@@ -187,7 +187,8 @@ class InferenceClient:
                 text = await response.text()
                 if response.status == 200:
                     outcome = "ok"
-                    return orjson.loads(text)
+                    # MLServer's readiness answers have no body.
+                    return orjson.loads(text) if text.strip() else {}
                 upstream = text[:_UPSTREAM_BODY_CHARS]
                 if response.status in {502, 503, 504}:
                     outcome = "unavailable"
