@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import logging
 import socket
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -26,6 +29,18 @@ _LOGGERS = (
 
 class ServeError(Exception):
     """The gateway cannot start; the message says why and what to do."""
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                # uvicorn raises the signal again after its graceful stop, so SIGTERM would end
+                # the process with -15: the stop was asked for and done, so exit 0.
+                self._captured_signals.clear()
 
 
 def logging_config(level: str = "INFO") -> dict[str, object]:
@@ -69,10 +84,8 @@ def serve(settings: GatewaySettings, audit_settings: AuditSettings | None = None
         server_header=False,
         proxy_headers=False,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     if warning:
-        import logging
-
         logging.getLogger("payband_gateway").warning(
             "the audit log is unavailable; predictions are refused until it is back: %s", warning
         )
