@@ -160,3 +160,10 @@ def test_audit_record_holds_a_prediction_or_an_error():
         AuditRecord.model_validate({**base, "prediction": EXAMPLE_PREDICTION, "error": error})
     with pytest.raises(ValidationError, match="record_hash"):
         AuditRecord.model_validate({**base, "error": error, "record_hash": "xyz"})
+
+
+def test_free_text_may_not_hold_nul_characters():
+    body = body_of(Review, {"reviewer": "Dana\x00", "decision": "confirm"})
+    assert [(e.field, e.rule) for e in body.errors] == [
+        ("reviewer", "text without NUL (\\u0000) characters")
+    ]

@@ -56,6 +56,11 @@ def test_an_outcome_must_name_a_band_of_the_model(client: httpx.Client, keys, ma
     negative = client.post(url, json={"band": -1}, headers=keys["review"].headers)
     assert negative.status_code == 422
     assert negative.json()["errors"][0]["field"] == "band"
+    nul = client.post(
+        url, json={"band": 0, "source": "pay\u0000roll"}, headers=keys["review"].headers
+    )
+    assert nul.status_code == 422
+    assert nul.json()["errors"][0]["field"] == "source"
 
 
 def test_outcomes_and_reviews_of_unknown_predictions_are_404(client: httpx.Client, keys):
@@ -135,6 +140,12 @@ def test_reviews_confirm_or_override_with_a_reason(client: httpx.Client, keys, m
         ({"decision": "confirm", "band": "other"}, "band", "the predicted band"),
         ({"decision": "override", "band": 7, "reason": "why"}, "band", "from 0 to 1"),
         ({"decision": "maybe"}, "decision", "one of: confirm, override"),
+        ({"decision": "confirm", "reviewer": "Dana\u0000"}, "reviewer", "without NUL"),
+        (
+            {"decision": "override", "band": "other", "reason": "why\u0000"},
+            "reason",
+            "without NUL",
+        ),
     ],
 )
 def test_an_invalid_review_is_422_and_not_recorded(

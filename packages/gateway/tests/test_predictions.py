@@ -209,3 +209,20 @@ def test_explanation_chart_is_drawn_from_the_stored_record(client: httpx.Client,
         assert chart.content.startswith(b"\x89PNG\r\n\x1a\n")
     # Another predict key may not see this caller's predictions.
     assert client.get(chart_url, headers=keys["other"].headers).status_code == 404
+
+
+def test_a_nul_byte_is_a_422_and_the_raw_body_is_recorded_escaped(
+    client: httpx.Client, keys, audit_database
+):
+    response = client.post(
+        "/v1/predictions",
+        content=b'{"candidate": "\x00"}',
+        headers={**keys["predict"].headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    with audit_database.connect() as conn:
+        row = conn.execute(
+            "SELECT raw_request FROM audit.prediction_requests ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None
+    assert row[0] == '{"candidate": "\\u0000"}'

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     ConfigDict,
     Field,
@@ -37,6 +38,21 @@ _FEATURE_RULES: dict[str, tuple[frozenset[str] | None, float, float]] = {
 }
 
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _no_nul(text: str) -> str:
+    # PostgreSQL text cannot hold NUL: refused here, with the field's name, not at the database.
+    if "\x00" in text:
+        raise PydanticCustomError(
+            "nul_character",
+            "Text may not contain NUL (\\u0000) characters",
+            {"rule": "text without NUL (\\u0000) characters"},
+        )
+    return text
+
+
+# Free text people write (names, reasons, sources).
+Text = AfterValidator(_no_nul)
 BandIndex = Annotated[int, Field(ge=0, strict=True, description="Index of a salary band.")]
 
 
@@ -242,7 +258,7 @@ class Outcome(ContractModel):
     observed_at: AwareDatetime | None = Field(
         default=None, description="When the true salary was observed."
     )
-    source: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+    source: Annotated[str, Field(min_length=1, max_length=200), Text] | None = Field(
         default=None, description="Where the truth comes from, e.g. 'payroll 2026-11'."
     )
 
@@ -257,12 +273,12 @@ class ReviewDecision(StrEnum):
 class Review(ContractModel):
     """A human oversight decision: confirm the predicted band or override it, with a reason."""
 
-    reviewer: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+    reviewer: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S"), Text]
     decision: ReviewDecision
     band: BandIndex | None = Field(
         default=None, description="The band decided on; required when overriding."
     )
-    reason: Annotated[str, Field(max_length=2_000)] | None = Field(
+    reason: Annotated[str, Field(max_length=2_000), Text] | None = Field(
         default=None, description="Why; required when overriding."
     )
 

@@ -113,11 +113,13 @@ async def parse_body(
             received_at=_now(),
             caller=caller.name,
             request_id=request_id_of(request),
-            raw_request=body.decode("utf-8", errors="replace"),
+            # As sent, but text: undecodable bytes replaced, NUL (which PostgreSQL's text
+            # cannot hold) escaped.
+            raw_request=body.decode("utf-8", errors="replace").replace("\x00", "\\u0000"),
         )
         try:
             await recorded(services, "error", services.writer.record_error(record, 422, invalid))
-        except ApiError:
+        except (ApiError, AuditRejected):
             logger.warning("an invalid prediction request could not be recorded")
     raise ApiError(422, invalid.code, invalid.message, errors=invalid.errors)
 
