@@ -29,7 +29,8 @@ class Services:
     writer: AuditWriter
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
     return request.app.state.services
 
 

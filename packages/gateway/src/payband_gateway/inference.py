@@ -156,6 +156,9 @@ class InferenceClient:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._connections, keepalive_timeout=30),
             timeout=self._timeout,
+            # MLServer would gzip its answers: CPU on both sides for bytes that stay on the host
+            # or in the cluster.
+            headers={"Accept-Encoding": "identity"},
             json_serialize=lambda value: orjson.dumps(value).decode(),
             # Proxies from the environment must not capture traffic to the inference server.
             trust_env=False,
