@@ -168,6 +168,13 @@ def test_an_unreachable_inference_server_is_a_recorded_503(
         assert response.json()["code"] == "inference_unavailable"
         assert "cannot reach the inference server" in response.json()["message"]
         assert _errors(outage_database, 503) == before + 1
+        batch = client.post(
+            "/v1/predictions/batch",
+            json={"candidates": [EXAMPLE_CANDIDATE] * 3},
+            headers=keys["predict"].headers,
+        )
+        assert batch.status_code == 503
+        assert _errors(outage_database, 503) == before + 4  # one record per candidate
         assert client.get("/readyz").status_code == 503
 
 

@@ -3,6 +3,7 @@ outcomes and reviews around them. Routes call these; every failure is an ApiErro
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -153,14 +154,19 @@ async def predict(
         logger.warning(
             "inference failed: %s", error.message, extra={"fields": {"code": error.code}}
         )
-        for record in records:
-            await recorded(
-                services,
-                "error",
-                services.writer.record_error(
-                    record, error.status, body, upstream_body=error.upstream_body
-                ),
+        # Submitted together, so a failed batch is recorded in one group commit.
+        await asyncio.gather(
+            *(
+                recorded(
+                    services,
+                    "error",
+                    services.writer.record_error(
+                        record, error.status, body, upstream_body=error.upstream_body
+                    ),
+                )
+                for record in records
             )
+        )
         headers = {"Retry-After": "1"} if error.status == 503 else None
         raise ApiError(error.status, error.code, error.message, headers=headers) from None
     pairs = list(zip(records, predictions, strict=True))
