@@ -18,12 +18,12 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from payband_audit.migrate import upgrade
+from _common import durable_audit_database  # benchmarks/ is the script's directory
+
 from payband_audit.verify import verify_chain
 from payband_audit.writer import AuditWriter, PredictionRequestRecord
 from payband_contracts import EXAMPLE_CANDIDATE, Candidate, ModelRef, Prediction
 from payband_contracts.catalogue import FEATURE_CATALOGUE
-from payband_testing.postgres import EmbeddedPostgres
 
 CANDIDATE = Candidate.model_validate(EXAMPLE_CANDIDATE)
 MODEL = ModelRef(name="salary-band", version="1")
@@ -106,9 +106,7 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=500)
     args = parser.parse_args()
 
-    with EmbeddedPostgres(durable=True) as server:
-        info = server.create_database("audit_benchmark")
-        upgrade(info.url)
+    with durable_audit_database("audit_benchmark") as (_, info):
         records, elapsed = asyncio.run(sustained(info.url, args.writers, args.seconds))
         latencies = asyncio.run(single_latencies(info.url, args.single))
         with info.connect(autocommit=True) as conn:

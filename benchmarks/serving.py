@@ -62,140 +62,33 @@ import numpy as np
 import pandas as pd
 import shap
 import xgboost as xgb
+from _common import BACKGROUND_ROWS, MIDDLE_PARAMS, Candidates, adult_model, model_size
 from _report import Row, print_table, timed  # benchmarks/ is the script's directory
 
 from payband_contracts.model import ModelSchema
-from payband_data import steps
-from payband_data.settings import DataSettings
 from payband_serving.explain import Explainer
 from payband_serving.settings import ServingSettings
 from payband_testing.model import synthetic_candidates
-from payband_testing.postgres import EmbeddedPostgres
 from payband_testing.serving import InferenceServer, inference_server
-from payband_training.features import read_features
-from payband_training.model import encode_inputs, load_bundle, write_bundle
-from payband_training.pipeline import split_features
-from payband_training.search import fit_final
-from payband_training.settings import TrainingSettings
+from payband_training.model import encode_inputs, load_bundle
 
 SINGLE_TARGET_MS = 5.0
 BATCH_TARGET_MS = 100.0
 RATIO_EXPECTED = 100.0
 MARGIN_TOLERANCE = 1e-4
 BATCH_ROWS = 1_000
-BACKGROUND_ROWS = 100
-ADULT_EDGES = (50_000,)
 WARMUP_SINGLE = 100
 WARMUP_BATCHES = 3
 IN_PROCESS_SINGLE = 200
 SHAP_WARMUP_ROWS = 5
 SHAP_EXACT_ROWS = 100
 SYNTHETIC_ROWS = 10_000
-# The middle of payband_training.search.suggest_params's space (log-scale middles rounded).
-MIDDLE_PARAMS: dict[str, Any] = {
-    "n_estimators": 200,
-    "max_depth": 6,
-    "learning_rate": 0.1,
-    "min_child_weight": 3.0,
-    "subsample": 0.8,
-    "colsample_bytree": 0.75,
-    "reg_lambda": 0.1,
-    "max_cat_to_onehot": 6,
-}
-
 
 T = TypeVar("T")
 
 
 class WrongAnswer(RuntimeError):
     """A response that does not hold what the model computes."""
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Raw candidate rows (category names, integers) in the model's feature order."""
-
-    held_out: pd.DataFrame  # rows the model never saw
-    background: pd.DataFrame  # shap's background
-    origin: str
-    background_origin: str  # "training" or "synthetic"
-
-
-@dataclass(frozen=True)
-class ModelSize:
-    trees: int
-    mean_leaves: float
-    max_depth: int
-    mean_leaf_depth: float
-
-
-def raw_rows(frame: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame:
-    """The model's columns as a client sends them: category names and Python-style ints."""
-    return pd.DataFrame(
-        {
-            name: frame[name].to_numpy(dtype=object)
-            if name in schema.category_levels
-            else frame[name].to_numpy(dtype=np.int64)
-            for name in schema.features
-        }
-    )
-
-
-def adult_model(folder: Path, params: dict[str, Any]) -> tuple[Candidates, list[Row]]:
-    """Adult snapshot -> committed split -> one fit with fixed parameters -> model folder."""
-    home = Path(os.environ["PAYBAND_HOME"])
-    settings = TrainingSettings()
-    with EmbeddedPostgres(durable=True) as server:
-        data = DataSettings(
-            database_url=server.create_database("payband").url,
-            store_dir=home / "store",
-            dbt_work_dir=home / "dbt",
-            pums_cache_dir=home / "cache" / "pums",
-        )
-        started = time.perf_counter()
-        version = steps.ingest("adult", data)
-        loaded = steps.load(version.uri, data)
-        steps.build("adult", ADULT_EDGES, data)
-        snapshot = steps.snapshot("adult", ADULT_EDGES, data)
-        training = split_features(read_features(snapshot.uri, data), settings, data)
-        prep_s = time.perf_counter() - started
-    use_protected = settings.use_protected_attributes
-    model, fit_s = timed(
-        lambda: fit_final(
-            training.train,
-            params,
-            use_protected=use_protected,
-            n_bands=training.n_bands,
-            seed=settings.seed,
-        )
-    )
-    # As payband_training.pipeline.fit_and_record describes a model.
-    metadata = training.train_version.metadata
-    schema = ModelSchema.create(
-        use_protected=use_protected,
-        band_edges_usd=json.loads(metadata["band_edges_usd"]),
-        features_uri=training.features_uri,
-        train_uri=training.train_version.uri,
-        test_uri=training.test_version.uri,
-        source=training.source,
-        year=metadata.get("year", ""),
-        states=[state for state in metadata.get("states", "").split(",") if state],
-    )
-    write_bundle(model.get_booster(), schema, folder)
-    background = training.train.sample(n=BACKGROUND_ROWS, random_state=settings.seed)
-    candidates = Candidates(
-        held_out=raw_rows(training.test, schema),
-        background=raw_rows(background, schema),
-        origin=f"Adult, edge 50,000 USD: {len(training.train):,} train rows, "
-        f"{len(training.test):,} held-out",
-        background_origin="training",
-    )
-    shown = ", ".join(f"{key} {value}" for key, value in params.items())
-    return candidates, [
-        Row(f"data prep: adult snapshot ({loaded:,} rows) + split", f"{prep_s:.1f} s"),
-        Row("model: fixed parameters", shown),
-        Row("model: final fit", f"{fit_s:.1f} s"),
-    ]
 
 
 def synthetic(schema: ModelSchema) -> Candidates:
@@ -205,28 +98,6 @@ def synthetic(schema: ModelSchema) -> Candidates:
         background=synthetic_candidates(BACKGROUND_ROWS, seed=2).loc[:, columns],
         origin="synthetic (catalogue ranges)",
         background_origin="synthetic",
-    )
-
-
-def model_size(booster: xgb.Booster) -> ModelSize:
-    leaves: list[int] = []
-    depths: list[int] = []
-    for dump in booster.get_dump(dump_format="json"):
-        pending = [(json.loads(dump), 0)]
-        count = 0
-        while pending:
-            node, depth = pending.pop()
-            if "leaf" in node:
-                count += 1
-                depths.append(depth)
-            else:
-                pending += [(child, depth + 1) for child in node["children"]]
-        leaves.append(count)
-    return ModelSize(
-        trees=len(leaves),
-        mean_leaves=float(np.mean(leaves)),
-        max_depth=max(depths),
-        mean_leaf_depth=float(np.mean(depths)),
     )
 
 
