@@ -9,6 +9,7 @@ import gc
 import logging
 import socket
 from collections.abc import Iterator
+from importlib.util import find_spec
 
 import uvicorn
 
@@ -84,6 +85,10 @@ def serve(settings: GatewaySettings, audit_settings: AuditSettings | None = None
         access_log=False,  # the gateway logs each request itself, with its route and caller
         server_header=False,
         proxy_headers=False,
+        # The C parser and event loop this package depends on; the pure-Python ones only where
+        # they cannot be installed.
+        http="httptools" if find_spec("httptools") else "h11",
+        loop="uvloop" if find_spec("uvloop") else "asyncio",
     )
     server = _Server(config)
     # Everything imported so far lives as long as the process: out of the collector's sight,
