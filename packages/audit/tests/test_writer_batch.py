@@ -14,7 +14,7 @@ from payband_audit.errors import (
 from payband_audit.settings import AuditSettings
 from payband_audit.verify import verify_chain
 from payband_audit.writer import AuditWriter, _Submission
-from payband_contracts import ModelRef
+from payband_contracts import ErrorBody, ModelRef
 from payband_testing.checks import free_port
 from payband_testing.postgres import PostgresConnectionInfo
 
@@ -307,3 +307,27 @@ def test_check_gives_up_on_a_server_that_never_answers_within_the_connect_timeou
             asyncio.run(scenario())
         elapsed = time.perf_counter() - started
     assert 0.5 < elapsed < 3, elapsed
+
+
+def test_a_failed_batch_is_recorded_whole_or_not_at_all(audit_db, make_record):
+    requests = [make_record()[0] for _ in range(3)]
+    error = ErrorBody(code="inference_unavailable", message="MLServer is down.")
+
+    async def scenario() -> int:
+        async with AuditWriter(audit_db.url) as writer:
+            receipt = await writer.record_errors(requests, 503, error, upstream_body=None)
+            with pytest.raises(AuditRejected, match="more than once"):
+                await writer.record_errors([requests[0], requests[0]], 503, error)
+            with pytest.raises(DuplicatePrediction):
+                await writer.record_errors([make_record()[0], requests[1]], 503, error)
+            return receipt.seq
+
+    assert asyncio.run(scenario()) == 6
+    with audit_db.connect() as conn:
+        rows = conn.execute(
+            "SELECT seq, status_code FROM audit.prediction_errors ORDER BY seq"
+        ).fetchall()
+    # Request and error of each, one after another; nothing of the refused batches.
+    assert rows == [(2, 503), (4, 503), (6, 503)]
+    assert counts(audit_db)[0] == 3
+    assert verify(audit_db) == "ok 6 records"

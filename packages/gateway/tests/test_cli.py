@@ -85,6 +85,7 @@ def test_serve_refuses_an_audit_log_that_is_not_migrated(postgres_database: Post
     [
         ({"PAYBAND_GATEWAY_API_KEYS": '[{"name": "x"}]'}, "error: invalid setting: api_keys"),
         ({"PAYBAND_GATEWAY_PORT": "0"}, "error: invalid setting: port"),
+        ({"PAYBAND_GATEWAY_LOG_LEVEL": "verbose"}, "error: invalid setting: log_level"),
         ({"PAYBAND_GATEWAY_API_KEYS_FILE": "/nonexistent/keys.json"}, "cannot read the API key"),
     ],
 )

@@ -95,6 +95,7 @@ def test_no_prediction_while_postgres_is_down_and_recovery_after(
             ready = client.get("/readyz")
             assert ready.status_code == 503
             assert "audit log" in ready.json()["message"]
+            assert "127.0.0.1" not in ready.text  # details go to the log, not to anyone
             stored = client.get(
                 f"/v1/predictions/{first.json()['id']}", headers=keys["audit"].headers
             )

@@ -61,6 +61,14 @@ def test_an_outcome_must_name_a_band_of_the_model(client: httpx.Client, keys, ma
     )
     assert nul.status_code == 422
     assert nul.json()["errors"][0]["field"] == "source"
+    # A time zone that pushes the date out of the calendar in UTC.
+    edge = client.post(
+        url,
+        json={"band": 0, "observed_at": "0001-01-01T00:00:00+01:00"},
+        headers=keys["review"].headers,
+    )
+    assert edge.status_code == 422
+    assert edge.json()["errors"][0]["field"] == "observed_at"
 
 
 def test_outcomes_and_reviews_of_unknown_predictions_are_404(client: httpx.Client, keys):

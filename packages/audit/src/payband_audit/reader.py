@@ -13,7 +13,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from payband_audit.db import connect, first_line, require_migrated
-from payband_audit.errors import AuditUnavailable
+from payband_audit.errors import AuditConfigError, AuditUnavailable
 from payband_audit.settings import AuditSettings
 from payband_contracts import (
     AuditRecord,
@@ -197,6 +197,10 @@ class AuditReader:
         except psycopg.OperationalError as error:
             # The server went away mid-read: a reason to retry, not a bug.
             raise AuditUnavailable(f"the audit database went away: {first_line(error)}") from None
+        except psycopg.errors.InsufficientPrivilege as error:
+            raise AuditConfigError(
+                f"this user or role may not read the audit log: {first_line(error)}"
+            ) from None
         return [_record(row, reviews[row["prediction_id"]]) for row in rows]
 
     def get(self, prediction_id: UUID) -> AuditRecord | None:

@@ -116,6 +116,16 @@ def _entry(kind: RecordKind, values: Sequence[Any]) -> _Entry:
     return _Entry(kind, values, content)
 
 
+def _distinct(ids: Sequence[UUID], what: str) -> tuple[UUID, ...]:
+    """The ids of a batch; AuditRejected for an empty batch or an id in it twice."""
+    if not ids:
+        raise AuditRejected(f"a batch of {what} to record must not be empty")
+    if len(set(ids)) != len(ids):
+        twice = next(pid for pid in ids if ids.count(pid) > 1)
+        raise AuditRejected(f"prediction {twice} appears more than once in the batch")
+    return tuple(ids)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -269,12 +279,7 @@ class AuditWriter:
         for request, prediction in pairs:
             entries.extend(self._prediction_entries(request, prediction))
             ids.append(request.prediction_id)
-        if not ids:
-            raise AuditRejected("a batch of predictions to record must not be empty")
-        if len(set(ids)) != len(ids):
-            twice = next(pid for pid in ids if ids.count(pid) > 1)
-            raise AuditRejected(f"prediction {twice} appears more than once in the batch")
-        return await self._submit(entries, new_predictions=tuple(ids))
+        return await self._submit(entries, new_predictions=_distinct(ids, "predictions"))
 
     async def record_error(
         self,
@@ -286,23 +291,35 @@ class AuditWriter:
         recorded_at: datetime | None = None,
     ) -> Receipt:
         """Record a request that was answered with an error, in one transaction."""
+        return await self.record_errors(
+            [request], status_code, error, upstream_body=upstream_body, recorded_at=recorded_at
+        )
+
+    async def record_errors(
+        self,
+        requests: Sequence[PredictionRequestRecord],
+        status_code: int,
+        error: ErrorBody,
+        *,
+        upstream_body: str | None = None,
+        recorded_at: datetime | None = None,
+    ) -> Receipt:
+        """Record requests answered with the same error (a failed batch) all in one
+        transaction, or none of them."""
         if type(status_code) is not int or not 400 <= status_code <= 599:
             raise AuditRejected(f"status code {status_code!r} is not an error (400-599)")
         if upstream_body is not None and not isinstance(upstream_body, str):
             raise AuditRejected("upstream_body must be a string")
-        failure = _entry(
-            ERROR,
-            (
-                request.prediction_id,
-                _aware(recorded_at, "recorded_at"),
-                status_code,
-                error.model_dump_json(),
-                upstream_body,
-            ),
-        )
-        return await self._submit(
-            [self._request_entry(request), failure], new_predictions=(request.prediction_id,)
-        )
+        at = _aware(recorded_at, "recorded_at")
+        body = error.model_dump_json()
+        entries: list[_Entry] = []
+        for request in requests:
+            entries.append(self._request_entry(request))
+            entries.append(
+                _entry(ERROR, (request.prediction_id, at, status_code, body, upstream_body))
+            )
+        ids = [request.prediction_id for request in requests]
+        return await self._submit(entries, new_predictions=_distinct(ids, "requests"))
 
     async def record_outcome(
         self,

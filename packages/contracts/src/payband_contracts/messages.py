@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
@@ -53,6 +54,21 @@ def _no_nul(text: str) -> str:
 
 # Free text people write (names, reasons, sources).
 Text = AfterValidator(_no_nul)
+
+
+def _in_utc(moment: datetime) -> datetime:
+    # Stored in UTC: a time zone that pushes a date past year 1 or 9999 cannot be.
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "datetime_out_of_range",
+            "The date-time is outside the years 1 to 9999 in UTC",
+            {"rule": "date-time within the years 1 to 9999 in UTC"},
+        ) from None
+
+
+InUtc = AfterValidator(_in_utc)
 BandIndex = Annotated[int, Field(ge=0, strict=True, description="Index of a salary band.")]
 
 
@@ -70,6 +86,12 @@ class BatchPredictionRequest(ContractModel):
     The largest accepted batch is a setting (PAYBAND_MAX_BATCH_SIZE, default 1,000); a
     validation context {"max_batch_size": n} overrides it.
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"candidates": [EXAMPLE_CANDIDATE, {**EXAMPLE_CANDIDATE, "age": 52}]}]
+        }
+    )
 
     candidates: list[Candidate] = Field(
         min_length=1, json_schema_extra={"maxItems": DEFAULT_MAX_BATCH_SIZE}
@@ -254,8 +276,16 @@ class BatchPrediction(ContractModel):
 class Outcome(ContractModel):
     """The true salary band of an earlier prediction (ground truth, at most once)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"band": 1, "observed_at": "2026-11-01T00:00:00Z", "source": "payroll 2026-11"}
+            ]
+        }
+    )
+
     band: BandIndex = Field(description="Index of the true salary band.")
-    observed_at: AwareDatetime | None = Field(
+    observed_at: Annotated[AwareDatetime, InUtc] | None = Field(
         default=None, description="When the true salary was observed."
     )
     source: Annotated[str, Field(min_length=1, max_length=200), Text] | None = Field(
@@ -272,6 +302,20 @@ class ReviewDecision(StrEnum):
 
 class Review(ContractModel):
     """A human oversight decision: confirm the predicted band or override it, with a reason."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"reviewer": "Dana Example", "decision": "confirm"},
+                {
+                    "reviewer": "Sam Example",
+                    "decision": "override",
+                    "band": 0,
+                    "reason": "The collective agreement sets this role's band.",
+                },
+            ]
+        }
+    )
 
     reviewer: Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S"), Text]
     decision: ReviewDecision

@@ -22,6 +22,7 @@ from payband_contracts import (
     Review,
     field_errors,
 )
+from payband_contracts.settings import get_settings
 from payband_gateway import __version__
 from payband_gateway.deps import Services
 from payband_gateway.errors import (
@@ -122,6 +123,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         for name, definition in defs.get("$defs", {}).items():
             components.setdefault(name, definition)
+        # The largest batch is a setting (PAYBAND_MAX_BATCH_SIZE): say the one in force.
+        batch = components["BatchPredictionRequest"]["properties"]["candidates"]
+        batch["maxItems"] = get_settings().max_batch_size
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -3,7 +3,6 @@ outcomes and reviews around them. Routes call these; every failure is an ApiErro
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -154,18 +153,12 @@ async def predict(
         logger.warning(
             "inference failed: %s", error.message, extra={"fields": {"code": error.code}}
         )
-        # Submitted together, so a failed batch is recorded in one group commit.
-        await asyncio.gather(
-            *(
-                recorded(
-                    services,
-                    "error",
-                    services.writer.record_error(
-                        record, error.status, body, upstream_body=error.upstream_body
-                    ),
-                )
-                for record in records
-            )
+        await recorded(
+            services,
+            "error",
+            services.writer.record_errors(
+                records, error.status, body, upstream_body=error.upstream_body
+            ),
         )
         headers = {"Retry-After": "1"} if error.status == 503 else None
         raise ApiError(error.status, error.code, error.message, headers=headers) from None
@@ -184,8 +177,10 @@ async def predict(
 
 
 def _read(services: Services, prediction_id: UUID) -> AuditRecord | None:
+    # Unset, the reader acts with the login user's rights, not PAYBAND_AUDIT_ROLE (the
+    # writer's role, which may not read records).
     with AuditReader(
-        settings=services.audit_settings, role=services.settings.audit_reader_role
+        settings=services.audit_settings, role=services.settings.audit_reader_role or ""
     ) as reader:
         return reader.get(prediction_id)
 
@@ -194,7 +189,12 @@ async def read_record(services: Services, prediction_id: UUID) -> AuditRecord:
     """The stored record; 404 if there is none, 503 if the audit log cannot be read."""
     try:
         record = await run_in_threadpool(_read, services, prediction_id)
-    except (AuditUnavailable, AuditConfigError) as error:
+    except AuditConfigError as error:
+        logger.error("audit read refused: %s", error)
+        raise ApiError(
+            503, "audit_unavailable", "The audit log cannot be read now; retry later."
+        ) from None
+    except AuditUnavailable as error:
         logger.warning("audit read failed: %s", error)
         raise ApiError(
             503,
@@ -245,3 +245,6 @@ async def write_with_conflicts(services: Services, kind: str, write: Awaitable[R
         raise ApiError(409, "outcome_already_recorded", f"{str(error).capitalize()}.") from None
     except UnknownPrediction as error:
         raise ApiError(404, "not_found", f"{str(error).capitalize()}.") from None
+    except AuditRejected as error:
+        # Something in the record the log cannot hold; the request, not the service, is at fault.
+        raise ApiError(422, "rejected", f"The audit log refused this record: {error}.") from None

@@ -187,11 +187,17 @@ class InferenceClient:
                 data=body,
                 headers={"Content-Type": "application/json"} if body is not None else None,
             ) as response:
-                text = await response.text()
+                text = (await response.read()).decode("utf-8", errors="replace")
                 if response.status == 200:
-                    outcome = "ok"
                     # MLServer's readiness answers have no body.
-                    return orjson.loads(text) if text.strip() else {}
+                    answer = orjson.loads(text) if text.strip() else {}
+                    if not isinstance(answer, dict):
+                        raise InferenceFailed(
+                            f"the inference server's {stage} answer is not a JSON object",
+                            text[:_UPSTREAM_BODY_CHARS],
+                        )
+                    outcome = "ok"
+                    return answer
                 upstream = text[:_UPSTREAM_BODY_CHARS]
                 if response.status in {502, 503, 504}:
                     outcome = "unavailable"
@@ -223,13 +229,22 @@ class InferenceClient:
 
     async def model_info(self, *, refresh: bool = False) -> ModelInfo:
         """The served model's metadata, fetched once and again when the model changes."""
-        async with self._info_lock:
-            if self._info is None or refresh:
-                self._info = ModelInfo.from_metadata(
-                    await self._call("GET", self.model_path, stage="metadata")
-                )
-                self._metrics.set_model(self._info.ref)
-            return self._info
+        known = self._info
+        if known is not None and not refresh:
+            return known
+        try:
+            # Waiting for another request's fetch counts against this request's time too.
+            async with asyncio.timeout(self._timeout_s), self._info_lock:
+                if self._info is None or self._info is known:
+                    self._info = ModelInfo.from_metadata(
+                        await self._call("GET", self.model_path, stage="metadata")
+                    )
+                    self._metrics.set_model(self._info.ref)
+                return self._info
+        except TimeoutError:
+            raise InferenceUnavailable(
+                f"the inference server's model metadata did not come within {self._timeout_s:g} s"
+            ) from None
 
     async def ready(self) -> None:
         """InferenceError unless the model is loaded and ready."""
@@ -259,9 +274,17 @@ class InferenceClient:
         answer = await self._call(
             "POST", f"{self.model_path}/infer", orjson.dumps(request), stage="inference"
         )
-        if (answer.get("model_version") or UNVERSIONED) != info.ref.version:
-            # MLServer loaded another version meanwhile: describe the answer by that one.
+        answered_by = str(answer.get("model_version") or UNVERSIONED)
+        if answered_by != info.ref.version:
+            # MLServer loaded another version meanwhile: describe the answer by that one, and
+            # never record an answer under a version that did not give it.
             info = await self.model_info(refresh=True)
+            if answered_by != info.ref.version:
+                raise InferenceFailed(
+                    f"the answer comes from model version {answered_by}, but the inference "
+                    f"server describes version {info.ref.version}",
+                    orjson.dumps(answer).decode()[:_UPSTREAM_BODY_CHARS],
+                )
         try:
             return self._predictions(answer, info, candidates, ids)
         except (KeyError, IndexError, TypeError, ValueError) as error:

@@ -51,6 +51,8 @@ def logging_config(level: str = "INFO") -> dict[str, object]:
 
 def _check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As uvicorn binds: connections of a gateway that just stopped do not hold the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as error:
@@ -81,7 +83,7 @@ def serve(settings: GatewaySettings, audit_settings: AuditSettings | None = None
         create_app(settings, audit_settings),
         host=settings.host,
         port=settings.port,
-        log_config=logging_config(settings.log_level.upper()),
+        log_config=logging_config(settings.log_level),
         access_log=False,  # the gateway logs each request itself, with its route and caller
         server_header=False,
         proxy_headers=False,

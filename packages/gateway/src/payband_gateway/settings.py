@@ -7,9 +7,9 @@ largest batch from PAYBAND_MAX_BATCH_SIZE (payband_contracts).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payband_gateway.keys import ApiKey, check_unique, read_key_file
@@ -51,7 +51,12 @@ class GatewaySettings(BaseSettings):
     audit_writer_role: str | None = None
     audit_reader_role: str | None = None
 
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _keys_are_unique(self) -> GatewaySettings:
