@@ -419,6 +419,9 @@ def write_shap_plots(
                 feature_names=features,
                 max_display=len(features),
                 show=False,
+                # Its own generator: the same plot every time, whoever seeded NumPy's global
+                # one (shap warns about the global one otherwise).
+                rng=np.random.default_rng(0),
                 **arguments,
             )
             figure = plt.gcf()
