@@ -1,5 +1,6 @@
 """What every payband command line shares: the --version option and one-line errors."""
 
+import socket
 from collections.abc import Callable
 from typing import Annotated, NoReturn, TypeVar
 
@@ -60,3 +61,18 @@ def settings_problems(error: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in error.errors()
     )
+
+
+def bind_error(host: str, port: int) -> OSError | None:
+    """What binding `host:port` fails with now, or None if a server could listen there.
+
+    Binds as servers do (SO_REUSEADDR), so connections of a server that just stopped (in
+    TIME_WAIT) do not count as holding the port.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return error
+    return None

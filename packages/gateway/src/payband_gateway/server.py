@@ -7,7 +7,6 @@ import contextlib
 import errno
 import gc
 import logging
-import socket
 from collections.abc import Iterator
 from importlib.util import find_spec
 
@@ -15,6 +14,7 @@ import uvicorn
 
 from payband_audit import AuditConfigError, AuditSettings, AuditUnavailable, AuditWriter
 from payband_contracts import logs
+from payband_contracts.cli_support import bind_error
 from payband_gateway.app import create_app
 from payband_gateway.settings import GatewaySettings
 
@@ -50,15 +50,12 @@ def logging_config(level: str = "INFO") -> dict[str, object]:
 
 
 def _check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        # As uvicorn binds: connections of a gateway that just stopped do not hold the port.
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                raise ServeError(f"port {port} on {host} is already in use") from None
-            raise ServeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    error = bind_error(host, port)
+    if error is None:
+        return
+    if error.errno == errno.EADDRINUSE:
+        raise ServeError(f"port {port} on {host} is already in use")
+    raise ServeError(f"cannot listen on {host}:{port}: {error.strerror}")
 
 
 async def _check_audit(audit_settings: AuditSettings, role: str | None) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging.config
-import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from mlserver.cli.serve import load_settings
 from mlserver.settings import ModelParameters, ModelSettings, Settings
 from mlserver.utils import get_model_uri
 
+from payband_contracts.cli_support import bind_error
 from payband_serving.explain import Explainer
 from payband_serving.logs import logging_config
 from payband_serving.runtime import IMPLEMENTATION
@@ -139,15 +139,10 @@ def _check_ports(server_config: Settings) -> None:
     if len(set(ports)) != len(ports):
         raise ServeError(f"the HTTP, gRPC and metrics ports must differ, not {list(ports)}")
     for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            # As the servers themselves do, so a port in TIME_WAIT counts as free.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((server_config.host, port))
-            except OSError as exc:
-                raise ServeError(
-                    f"cannot listen on {server_config.host}:{port}: {exc.strerror or exc}"
-                ) from None
+        if (error := bind_error(server_config.host, port)) is not None:
+            raise ServeError(
+                f"cannot listen on {server_config.host}:{port}: {error.strerror or error}"
+            )
 
 
 def _check(source: ModelSource) -> None:
