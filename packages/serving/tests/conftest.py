@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from payband_testing.model import TinyModel
 from payband_testing.postgres import PostgresConnectionInfo
+from payband_testing.registry import register_tiny_model
 
 MODEL_NAME = "salary-band"
 CHAMPION = "champion"
@@ -31,17 +32,6 @@ class MlflowRegistry:
     @property
     def champion_uri(self) -> str:
         return f"models:/{self.name}@{CHAMPION}"
-
-
-def _register(client: MlflowClient, experiment_id: str, model: TinyModel) -> str:
-    """Log the model folder's files as a run's "model" artifacts and register them."""
-    run = client.create_run(experiment_id, run_name=f"tiny-{model.schema.n_bands}-bands")
-    client.log_artifacts(run.info.run_id, str(model.directory), "model")
-    client.set_terminated(run.info.run_id)
-    version = client.create_model_version(
-        MODEL_NAME, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
-    )
-    return str(version.version)
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +56,9 @@ def mlflow_registry(
             "serving", artifact_location=artifact_root.as_uri()
         )
         client.create_registered_model(MODEL_NAME)
-        champion = _register(client, experiment_id, tiny_model)
+        champion = register_tiny_model(client, experiment_id, tiny_model, MODEL_NAME)
         client.set_registered_model_alias(MODEL_NAME, CHAMPION, champion)
-        challenger = _register(client, experiment_id, tiny_model_three_bands)
+        challenger = register_tiny_model(client, experiment_id, tiny_model_three_bands, MODEL_NAME)
         yield MlflowRegistry(
             tracking_uri=uri,
             artifact_root=artifact_root,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Self
@@ -153,6 +154,19 @@ def _record(row: dict[str, Any], reviews: list[dict[str, Any]]) -> AuditRecord:
     )
 
 
+@contextmanager
+def _read_errors() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.OperationalError as error:
+        # The server went away mid-read: a reason to retry, not a bug.
+        raise AuditUnavailable(f"the audit database went away: {first_line(error)}") from None
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise AuditConfigError(
+            f"this user or role may not read the audit log: {first_line(error)}"
+        ) from None
+
+
 class AuditReader:
     """Reads the audit log (as the reader role in production); a context manager."""
 
@@ -187,20 +201,13 @@ class AuditReader:
         self.close()
 
     def _records(self, where: str, params: list[Any], suffix: str = "") -> list[AuditRecord]:
-        try:
+        with _read_errors():
             rows = self._conn.execute(f"{RECORD_SQL} {where} {suffix}", params).fetchall()
             ids = [row["prediction_id"] for row in rows]
             reviews: dict[UUID, list[dict[str, Any]]] = {i: [] for i in ids}
             if ids:
                 for review in self._conn.execute(REVIEWS_SQL, (ids,)).fetchall():
                     reviews[review["prediction_id"]].append(review)
-        except psycopg.OperationalError as error:
-            # The server went away mid-read: a reason to retry, not a bug.
-            raise AuditUnavailable(f"the audit database went away: {first_line(error)}") from None
-        except psycopg.errors.InsufficientPrivilege as error:
-            raise AuditConfigError(
-                f"this user or role may not read the audit log: {first_line(error)}"
-            ) from None
         return [_record(row, reviews[row["prediction_id"]]) for row in rows]
 
     def get(self, prediction_id: UUID) -> AuditRecord | None:
@@ -262,9 +269,10 @@ class AuditReader:
 
         clauses, params = _filters(start, end, model_name, model_version)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._conn.execute(
-            f"{FRAME_SQL} {where} ORDER BY r.received_at, r.prediction_id", params
-        ).fetchall()
+        with _read_errors():
+            rows = self._conn.execute(
+                f"{FRAME_SQL} {where} ORDER BY r.received_at, r.prediction_id", params
+            ).fetchall()
         features = list(Candidate.model_fields)
         records = []
         for row in rows:

@@ -22,6 +22,9 @@ __all__ = [
     "METADATA_FILE",
     "MODEL_FORMAT",
     "MULTICLASS_OBJECTIVE",
+    "REFERENCE_FILE",
+    "REFERENCE_PREDICTION",
+    "REFERENCE_TRUTH",
     "ModelSchema",
     "ModelSchemaError",
 ]
@@ -34,6 +37,12 @@ BOOSTER_FEATURE_TYPES = {"integer": "int", "categorical": "c"}
 # The objectives whose outputs are band probabilities (and whose margins are log-odds).
 BINARY_OBJECTIVE = "binary:logistic"
 MULTICLASS_OBJECTIVE = "multi:softprob"
+# Reference data for monitoring, logged by training at the root of the model's MLflow run:
+# one row per test row with every catalogue feature (raw values), the true band index, the
+# predicted band index and one probability column per band label (``band_labels``).
+REFERENCE_FILE = "reference.parquet"
+REFERENCE_TRUTH = "band"
+REFERENCE_PREDICTION = "predicted_band"
 
 
 class ModelSchemaError(ValueError):

@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,3 +93,12 @@ def wait_until_ready(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} was not ready after {timeout:.0f} s:\n{server.tail()}")
         time.sleep(0.2)
+
+
+def answers_ok(url: str) -> bool:
+    """Whether GET ``url`` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URLs)
+            return response.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False

@@ -11,13 +11,16 @@ import hashlib
 import json
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from payband_testing._process import ServerProcess, start_server_process, wait_until_ready
+from payband_testing._process import (
+    ServerProcess,
+    answers_ok,
+    start_server_process,
+    wait_until_ready,
+)
 from payband_testing.checks import free_port
 
 __all__ = ["GatewayServer", "TestKey", "gateway_server"]
@@ -53,14 +56,6 @@ class GatewayServer(ServerProcess):
         return f"http://127.0.0.1:{self.port}"
 
 
-def _live(server: GatewayServer) -> bool:
-    try:
-        with urllib.request.urlopen(f"{server.url}/healthz", timeout=2) as response:  # noqa: S310
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
 @contextlib.contextmanager
 def gateway_server(
     *,
@@ -85,7 +80,10 @@ def gateway_server(
         server = GatewayServer(started.process, started.log_path, port=port)
         try:
             wait_until_ready(
-                server, lambda: _live(server), what="payband-gateway", timeout=startup_timeout
+                server,
+                lambda: answers_ok(f"{server.url}/healthz"),
+                what="payband-gateway",
+                timeout=startup_timeout,
             )
             yield server
         finally:

@@ -18,7 +18,12 @@ import pandas as pd
 import xgboost as xgb
 
 from payband_contracts import FEATURE_CATALOGUE
-from payband_contracts.model import METADATA_FILE, ModelSchema
+from payband_contracts.model import (
+    METADATA_FILE,
+    REFERENCE_PREDICTION,
+    REFERENCE_TRUTH,
+    ModelSchema,
+)
 
 __all__ = ["TinyModel", "synthetic_candidates", "train_tiny_model"]
 
@@ -36,6 +41,29 @@ class TinyModel:
     def encoded(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame``'s model columns typed as in training (categoricals with the levels)."""
         return _typed(frame, self.schema)
+
+    def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
+        """Band probabilities of raw candidate rows: rows x bands."""
+        matrix = xgb.DMatrix(self.encoded(frame), enable_categorical=True)
+        output = self.booster.predict(matrix, validate_features=True)
+        return np.column_stack([1 - output, output]) if output.ndim == 1 else output
+
+    def reference(self, rows: int = 3_000, seed: int = 11) -> pd.DataFrame:
+        """Reference data in ``payband_contracts.model``'s format, as training logs it: new
+        candidates, a true band drawn from the model's own probabilities (so the model is
+        calibrated on it), the predicted band and one probability column per band label."""
+        candidates = synthetic_candidates(rows, seed)
+        probabilities = self.probabilities(candidates)
+        rng = np.random.default_rng(seed + 1)
+        truth = (rng.random(rows)[:, np.newaxis] > probabilities.cumsum(axis=1)).sum(axis=1)
+        frame = candidates.assign(
+            record_id=[f"reference-{i:05d}" for i in range(rows)],
+            **{REFERENCE_TRUTH: truth.astype(np.int64)},
+            **{REFERENCE_PREDICTION: probabilities.argmax(axis=1).astype(np.int64)},
+        )
+        for index, label in enumerate(self.schema.band_labels):
+            frame[label] = probabilities[:, index]
+        return frame
 
 
 def synthetic_candidates(rows: int, seed: int = 0) -> pd.DataFrame:

@@ -31,7 +31,13 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import ColSpec, Schema
 
-from payband_contracts.model import BOOSTER_FILE, METADATA_FILE, ModelSchema, ModelSchemaError
+from payband_contracts.model import (
+    BOOSTER_FILE,
+    METADATA_FILE,
+    REFERENCE_PREDICTION,
+    ModelSchema,
+    ModelSchemaError,
+)
 
 __all__ = [
     "ARTIFACTS_DIR",
@@ -60,7 +66,7 @@ ARTIFACTS_DIR = "artifacts"
 # The name the model is logged under in its run: runs:/<run id>/model.
 MODEL_NAME = "model"
 # The output column with the predicted band index; the other columns are the band labels.
-PREDICTED_BAND = "predicted_band"
+PREDICTED_BAND = REFERENCE_PREDICTION  # monitoring reads it from the reference data
 # The third-party packages predict needs, pinned to the installed versions, so MLflow infers
 # nothing; loading through pyfunc also needs payband-training itself installed.
 _REQUIREMENTS = ("mlflow", "xgboost", "pandas", "numpy", "cloudpickle", "pydantic")

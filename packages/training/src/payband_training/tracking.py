@@ -42,6 +42,7 @@ from sqlalchemy.exc import ArgumentError, SADeprecationWarning, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from xgboost import XGBClassifier
 
+from payband_contracts.model import REFERENCE_FILE, REFERENCE_TRUTH
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
 from payband_training import __version__
@@ -80,7 +81,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MODEL_CARD_FILE = "model_card.md"
-REFERENCE_FILE = "reference.parquet"
 SHAP_DIR = "shap"
 SHAP_IMPORTANCE_FILE = "importance.png"
 STORE_SOURCE_TYPE = "payband_store"
@@ -327,7 +327,8 @@ def reference_frame(booster: xgb.Booster, schema: ModelSchema, test: pd.DataFram
     column per band label."""
     if missing := [name for name in (RECORD_ID, *FEATURES, BAND) if name not in test.columns]:
         raise TrackingError(f"the test rows lack columns {', '.join(missing)}")
-    inputs = _plain(test, [RECORD_ID, *FEATURES, BAND])
+    # The column names are payband_contracts' reference format, which monitoring reads.
+    inputs = _plain(test, [RECORD_ID, *FEATURES, BAND]).rename(columns={BAND: REFERENCE_TRUTH})
     prediction = predict_frame(booster, schema, test)
     if clash := sorted(set(inputs.columns) & set(prediction.columns)):
         raise TrackingError(f"prediction columns {clash} clash with input columns")

@@ -1,0 +1,3 @@
+from payband_monitoring.cli import main
+
+main()

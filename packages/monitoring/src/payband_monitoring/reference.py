@@ -1,0 +1,148 @@
+"""The model under watch and its reference data, from the MLflow registry.
+
+The champion alias (or a pinned version) names a registry version; its run holds the
+reference data training logged (``payband_contracts.model.REFERENCE_FILE``) and its model
+artifacts hold ``payband_model.json``, which says which bands the model predicts.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from payband_contracts import FEATURE_CATALOGUE
+from payband_contracts.model import (
+    METADATA_FILE,
+    REFERENCE_FILE,
+    REFERENCE_PREDICTION,
+    REFERENCE_TRUTH,
+    ModelSchema,
+    ModelSchemaError,
+)
+from payband_monitoring.errors import MonitoringConfigError, MonitoringUnavailable
+from payband_monitoring.settings import MonitoringSettings
+
+__all__ = ["WatchedModel", "load_reference", "resolve_model"]
+
+FEATURES = [str(spec.name) for spec in FEATURE_CATALOGUE.features]
+
+
+@dataclass(frozen=True)
+class WatchedModel:
+    """A registry version of the model and what monitoring needs of it."""
+
+    name: str
+    version: str
+    run_id: str
+    schema: ModelSchema
+    reference: pd.DataFrame  # the reference format, checked
+
+
+def _tracking_url(uri: str) -> str:
+    # postgresql:// would mean psycopg2, which is not installed; psycopg 3 is.
+    if uri.startswith("postgresql://"):
+        return "postgresql+psycopg://" + uri.removeprefix("postgresql://")
+    return uri
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "message", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _client(settings: MonitoringSettings) -> object:
+    with warnings.catch_warnings():
+        # Importing MLflow's model code infers schemas from its own Any-typed hints and says so.
+        warnings.filterwarnings(
+            "ignore", message=".*Any type hint is inferred as AnyType", category=UserWarning
+        )
+        from mlflow.tracking import MlflowClient
+
+    uri = _tracking_url(settings.mlflow_tracking_uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def resolve_model(settings: MonitoringSettings) -> tuple[str, str, str]:
+    """(name, version, run id) of the pinned version, else of the champion alias."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    client = _client(settings)
+    name = settings.model_name
+    try:
+        if settings.model_version:
+            found = client.get_model_version(name, settings.model_version)  # type: ignore[attr-defined]
+        else:
+            found = client.get_model_version_by_alias(name, settings.champion_alias)  # type: ignore[attr-defined]
+    except MlflowException as error:
+        which = settings.model_version or f"alias {settings.champion_alias!r}"
+        reason = _first_line(error)
+        if "Connection refused" in reason or "could not connect" in reason.lower():
+            raise MonitoringUnavailable(f"cannot reach the MLflow registry: {reason}") from None
+        raise MonitoringConfigError(f"cannot resolve model {name!r} {which}: {reason}") from None
+    except SQLAlchemyError as error:
+        reason = _first_line(getattr(error, "orig", None) or error)
+        raise MonitoringUnavailable(f"cannot reach the MLflow registry: {reason}") from None
+    if not found.run_id:
+        raise MonitoringConfigError(f"model {name!r} version {found.version} has no run")
+    return found.name, str(found.version), found.run_id
+
+
+def _download(client: object, uri: str, target: Path) -> Path:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+    except (MlflowException, OSError) as error:
+        raise MonitoringUnavailable(f"cannot download {uri}: {_first_line(error)}") from None
+
+
+def check_reference(reference: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame:
+    """The reference data if it has the contract's columns; MonitoringConfigError naming what
+    it lacks otherwise."""
+    needed = [*FEATURES, REFERENCE_TRUTH, REFERENCE_PREDICTION, *schema.band_labels]
+    if missing := [name for name in needed if name not in reference.columns]:
+        raise MonitoringConfigError(
+            f"the reference data lacks columns {', '.join(missing)}; "
+            "was the model trained by payband-training?"
+        )
+    if reference.empty:
+        raise MonitoringConfigError("the reference data has no rows")
+    return reference
+
+
+def load_reference(settings: MonitoringSettings) -> WatchedModel:
+    """The model version to watch, its schema and its reference data."""
+    import mlflow
+
+    name, version, run_id = resolve_model(settings)
+    client = _client(settings)
+    uri = _tracking_url(settings.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    settings.download_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=settings.download_dir) as tmp:
+        model_dir = _download(client, f"models:/{name}/{version}", Path(tmp) / "model")
+        found = sorted(model_dir.rglob(METADATA_FILE))
+        if not found:
+            raise MonitoringConfigError(
+                f"model {name!r} version {version} has no {METADATA_FILE} in its artifacts"
+            )
+        try:
+            schema = ModelSchema.read(found[0])
+        except ModelSchemaError as error:
+            raise MonitoringConfigError(f"model {name!r} version {version}: {error}") from None
+        reference_file = _download(client, f"runs:/{run_id}/{REFERENCE_FILE}", Path(tmp) / "ref")
+        reference = pd.read_parquet(reference_file)
+    return WatchedModel(
+        name=name,
+        version=version,
+        run_id=run_id,
+        schema=schema,
+        reference=check_reference(reference, schema),
+    )

@@ -1,0 +1,168 @@
+"""The HTML report of one analysis: a summary, the alerts, NannyML's plots and fairness.
+
+Self-contained: plotly.js is embedded once, so the report opens offline and fetches nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from payband_monitoring.analysis import (
+    DISPARATE_IMPACT,
+    ESTIMATED,
+    FAIRNESS,
+    MULTIVARIATE,
+    REALIZED,
+    UNIVARIATE,
+    Analysis,
+    quiet_nannyml,
+)
+from payband_monitoring.settings import MonitoringSettings
+
+__all__ = ["render", "write_report"]
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #1f2933; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; }
+th, td { border: 1px solid #cbd2d9; padding: 0.25rem 0.6rem; text-align: left; }
+.alert { color: #b42318; font-weight: 600; }
+.ok { color: #1a7f37; }
+"""
+
+SECTIONS = (
+    (UNIVARIATE, "Univariate drift per feature", {"kind": "drift"}),
+    (MULTIVARIATE, "Multivariate drift (data reconstruction error)", {}),
+    (ESTIMATED, "Estimated performance (CBPE)", {}),
+    (REALIZED, "Realized performance (recorded outcomes)", {}),
+)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def _figure_html(result: Any, options: dict[str, Any]) -> str:
+    with quiet_nannyml():
+        figure = result.plot(**options)
+    return figure.to_html(full_html=False, include_plotlyjs=False)
+
+
+def _fairness_figure(analysis: Analysis, settings: MonitoringSettings) -> str:
+    import plotly.graph_objects as go
+
+    figure = go.Figure()
+    rows = [
+        r for r in analysis.results if r.calculator == FAIRNESS and r.method == DISPARATE_IMPACT
+    ]
+    for attribute in sorted({row.subject for row in rows}):
+        mine = sorted((r for r in rows if r.subject == attribute), key=lambda r: r.chunk_index)
+        figure.add_trace(
+            go.Scatter(
+                x=[r.chunk_key for r in mine],
+                y=[r.value for r in mine],
+                mode="lines+markers",
+                name=f"{attribute} disparate impact",
+            )
+        )
+    figure.add_hline(
+        y=settings.min_disparate_impact,
+        line_dash="dash",
+        line_color="#b42318",
+        annotation_text=f"minimum {settings.min_disparate_impact}",
+    )
+    figure.update_layout(
+        title="Disparate impact per chunk", yaxis_title="lowest / highest selection rate"
+    )
+    return figure.to_html(full_html=False, include_plotlyjs=False)
+
+
+def render(analysis: Analysis, settings: MonitoringSettings) -> str:
+    """The report as one HTML document."""
+    from plotly.offline import get_plotlyjs
+
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    title = f"payband monitoring: {analysis.model_name} version {analysis.model_version}"
+    summary = _table(
+        ["", ""],
+        [
+            ["model", html.escape(f"{analysis.model_name} version {analysis.model_version}")],
+            ["reference (MLflow run)", html.escape(analysis.reference_run_id)],
+            ["chunks", f"{analysis.chunks} ({html.escape(analysis.chunking)})"],
+            ["records analysed", str(analysis.rows_analysed)],
+            ["records waiting for a full chunk", str(analysis.rows_pending)],
+            ["records with an outcome", str(analysis.rows_with_outcome)],
+            ["favourable band (fairness)", str(analysis.favourable_band)],
+            ["monitoring run", html.escape(analysis.run_id)],
+            ["written", now],
+        ],
+    )
+    alerts = analysis.alerts()
+    alert_html = (
+        _table(
+            ["chunk", "calculator", "subject", "method", "value", "lower", "upper"],
+            [
+                [
+                    html.escape(r.chunk_key),
+                    r.calculator,
+                    html.escape(r.subject),
+                    r.method,
+                    _number(r.value),
+                    _number(r.lower_threshold),
+                    _number(r.upper_threshold),
+                ]
+                for r in alerts
+            ],
+        )
+        if alerts
+        else '<p class="ok">No alert in the latest chunk.</p>'
+    )
+    parts = [
+        f"<h1>{html.escape(title)}</h1>",
+        summary,
+        "<h2>Alerts in the latest chunk</h2>",
+        alert_html,
+    ]
+    if not analysis.nannyml:
+        parts.append(
+            f"<p>No complete chunk yet: {analysis.rows_pending} records; a chunk needs "
+            f"{settings.chunk_size}.</p>"
+        )
+    for key, heading, options in SECTIONS:
+        if key in analysis.nannyml:
+            parts += [f"<h2>{heading}</h2>", _figure_html(analysis.nannyml[key], options)]
+    if analysis.nannyml:
+        reference = ", ".join(
+            f"{attribute} {value:.3f}" for attribute, value in analysis.reference_fairness.items()
+        )
+        parts += [
+            "<h2>Fairness over time</h2>",
+            f"<p>Disparate impact on the reference data: {html.escape(reference or 'n/a')}.</p>",
+            _fairness_figure(analysis, settings),
+        ]
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
+        f"<script>{get_plotlyjs()}</script></head><body>" + "\n".join(parts) + "</body></html>"
+    )
+
+
+def write_report(analysis: Analysis, settings: MonitoringSettings, path: Path) -> Path:
+    """Write the report to ``path`` atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = render(analysis, settings)
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False
+    ) as handle:
+        handle.write(document)
+    Path(handle.name).replace(path)
+    return path

@@ -1,0 +1,67 @@
+"""A real ``payband-monitoring serve`` process for tests."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from payband_testing._process import (
+    ServerProcess,
+    answers_ok,
+    start_server_process,
+    wait_until_ready,
+)
+from payband_testing.checks import free_port
+
+__all__ = ["MonitoringServer", "monitoring_server"]
+
+
+@dataclass
+class MonitoringServer(ServerProcess):
+    """A running ``payband-monitoring serve``."""
+
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.contextmanager
+def monitoring_server(
+    *,
+    database_url: str,
+    tracking_uri: str,
+    state_dir: Path,
+    env: Mapping[str, str] | None = None,
+    interval_s: float = 300.0,
+    startup_timeout: float = 60.0,
+) -> Iterator[MonitoringServer]:
+    """Run the monitoring service (results and audit log in ``database_url``, the model in
+    the MLflow registry at ``tracking_uri``) until it answers ``/healthz``."""
+    port = free_port()
+    command = [sys.executable, "-m", "payband_monitoring", "serve", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--interval-s", str(interval_s)]
+    settings = {
+        "PAYBAND_AUDIT_DATABASE_URL": database_url,
+        "PAYBAND_MONITORING_DATABASE_URL": database_url,
+        "PAYBAND_MONITORING_MLFLOW_TRACKING_URI": tracking_uri,
+        "PAYBAND_MONITORING_STATE_DIR": str(state_dir),
+        **(env or {}),
+    }
+    state_dir.mkdir(parents=True, exist_ok=True)
+    started = start_server_process(command, state_dir / "monitoring.log", settings)
+    server = MonitoringServer(started.process, started.log_path, port=port)
+    try:
+        wait_until_ready(
+            server,
+            lambda: answers_ok(f"{server.url}/healthz"),
+            what="payband-monitoring",
+            timeout=startup_timeout,
+        )
+        yield server
+    finally:
+        server.stop()
