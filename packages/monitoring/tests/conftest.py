@@ -4,18 +4,14 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 
 from payband_audit import AuditSettings, AuditWriter
 from payband_audit.migrate import upgrade
@@ -31,50 +27,17 @@ from payband_contracts import (
 from payband_contracts.messages import EXAMPLE_PREDICTION
 from payband_monitoring.settings import MonitoringSettings
 from payband_monitoring.store import migrate
-from payband_testing.model import TinyModel, synthetic_candidates
+from payband_testing.model import synthetic_candidates
 from payband_testing.postgres import PostgresConnectionInfo
-from payband_testing.registry import register_tiny_model
+from payband_testing.registry import MlflowChampion
 
 MODEL_NAME = "salary-band"
-_MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
-@dataclass(frozen=True)
-class Registry:
-    uri: str
-    version: str
-    model: TinyModel
-
-
-@pytest.fixture(scope="module")
-def registry(
-    postgres_module_database: PostgresConnectionInfo,
-    tmp_path_factory: pytest.TempPathFactory,
-    tiny_model: TinyModel,
-) -> Iterator[Registry]:
-    """MLflow in a fresh database: the tiny model is version 1 of "salary-band", champion,
-    with 3,000 rows of reference data."""
-    saved = {name: os.environ.get(name) for name in _MLFLOW_URI_VARIABLES}
-    uri = postgres_module_database.url
-    try:
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-        experiment = client.create_experiment(
-            "monitoring", artifact_location=tmp_path_factory.mktemp("mlflow").as_uri()
-        )
-        client.create_registered_model(MODEL_NAME)
-        version = register_tiny_model(
-            client, experiment, tiny_model, MODEL_NAME, reference=tiny_model.reference()
-        )
-        client.set_registered_model_alias(MODEL_NAME, "champion", version)
-        yield Registry(uri=uri, version=version, model=tiny_model)
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+@pytest.fixture
+def registry(mlflow_champion: MlflowChampion) -> MlflowChampion:
+    """The tiny model as version 1 and champion of "salary-band", with its reference data."""
+    return mlflow_champion
 
 
 @pytest.fixture
@@ -86,7 +49,7 @@ def database(postgres_database: PostgresConnectionInfo) -> str:
 
 
 @pytest.fixture
-def settings(registry: Registry, database: str, tmp_path: Path) -> MonitoringSettings:
+def settings(registry: MlflowChampion, database: str, tmp_path: Path) -> MonitoringSettings:
     return MonitoringSettings(
         database_url=database,
         mlflow_tracking_uri=registry.uri,
@@ -103,7 +66,7 @@ def audit_settings(database: str) -> AuditSettings:
 class Feed:
     """Writes predictions of the tiny model, and outcomes, through the real AuditWriter."""
 
-    def __init__(self, registry: Registry, audit_settings: AuditSettings) -> None:
+    def __init__(self, registry: MlflowChampion, audit_settings: AuditSettings) -> None:
         self.model = registry.model
         self.version = registry.version
         self.audit_settings = audit_settings
@@ -179,7 +142,7 @@ class Feed:
 
 
 @pytest.fixture
-def feed(registry: Registry, audit_settings: AuditSettings) -> Feed:
+def feed(registry: MlflowChampion, audit_settings: AuditSettings) -> Feed:
     return Feed(registry, audit_settings)
 
 

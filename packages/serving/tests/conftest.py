@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
 from payband_testing.model import TinyModel
 from payband_testing.postgres import PostgresConnectionInfo
-from payband_testing.registry import register_tiny_model
+from payband_testing.registry import register_tiny_model, restored_mlflow_globals
 
 MODEL_NAME = "salary-band"
 CHAMPION = "champion"
-_MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @dataclass(frozen=True)
@@ -47,10 +44,9 @@ def mlflow_registry(
     ``tiny_model_three_bands`` without an alias. MLflow's global URIs (and their variables),
     which the code under test sets, are restored afterwards.
     """
-    saved = {name: os.environ.get(name) for name in _MLFLOW_URI_VARIABLES}
     artifact_root = tmp_path_factory.mktemp("mlflow-artifacts")
     uri = postgres_module_database.url
-    try:
+    with restored_mlflow_globals():
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         experiment_id = client.create_experiment(
             "serving", artifact_location=artifact_root.as_uri()
@@ -65,11 +61,3 @@ def mlflow_registry(
             name=MODEL_NAME,
             versions={champion: tiny_model, challenger: tiny_model_three_bands},
         )
-    finally:
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

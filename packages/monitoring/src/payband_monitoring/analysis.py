@@ -33,12 +33,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib.util import find_spec
 from typing import Any
 
 import pandas as pd
 from pandas.errors import Pandas4Warning
 
 os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")
+# NannyML imports statsmodels without declaring it: say so here rather than deep inside it.
+if find_spec("statsmodels") is None:
+    raise ImportError("payband-monitoring needs statsmodels (NannyML imports it)")
 
 from nannyml.chunk import Chunk, Chunker, PeriodBasedChunker, SizeBasedChunker
 

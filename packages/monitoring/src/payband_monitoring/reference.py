@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 import pandas as pd
@@ -138,6 +139,8 @@ def load_reference(settings: MonitoringSettings) -> WatchedModel:
         except ModelSchemaError as error:
             raise MonitoringConfigError(f"model {name!r} version {version}: {error}") from None
         reference_file = _download(client, f"runs:/{run_id}/{REFERENCE_FILE}", Path(tmp) / "ref")
+        if find_spec("pyarrow") is None:
+            raise MonitoringConfigError("reading the reference data (Parquet) needs pyarrow")
         reference = pd.read_parquet(reference_file)
     return WatchedModel(
         name=name,

@@ -16,12 +16,14 @@ from payband_testing.census import CensusTestServer
 from payband_testing.lakefs import LakeFSTestServer
 from payband_testing.model import TinyModel, train_tiny_model
 from payband_testing.postgres import EmbeddedPostgres, PostgresConnectionInfo
+from payband_testing.registry import MlflowChampion, champion_registry
 from payband_testing.s3 import MotoS3Server, S3Bucket, S3Endpoint, delete_bucket
 from payband_testing.serving import InferenceServer, inference_server
 
 __all__ = [
     "census_server",
     "lakefs_server",
+    "mlflow_champion",
     "postgres_database",
     "postgres_module_database",
     "postgres_server",
@@ -165,6 +167,26 @@ def tiny_model_three_bands(tmp_path_factory: pytest.TempPathFactory) -> TinyMode
     return train_tiny_model(
         tmp_path_factory.mktemp("tiny-model-3"), band_edges_usd=(40_000, 80_000), seed=1
     )
+
+
+@pytest.fixture(scope="module")
+def mlflow_champion(
+    request: pytest.FixtureRequest,
+    postgres_server: EmbeddedPostgres,
+    tiny_model: TinyModel,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[MlflowChampion]:
+    """A real MLflow registry (tracking in its own PostgreSQL database, artifacts in a
+    directory) whose "salary-band" version 1, alias "champion", is ``tiny_model`` with 3,000
+    rows of reference data; per module. An ``MlflowChampion``: ``uri``, ``name``,
+    ``version``, ``model``. MLflow's global URIs are restored afterwards."""
+    databases = _database(postgres_server, f"mlflow_{request.node.name}")
+    info = next(databases)
+    try:
+        with champion_registry(info.url, tmp_path_factory.mktemp("mlflow"), tiny_model) as found:
+            yield found
+    finally:
+        databases.close()
 
 
 @pytest.fixture(scope="session")
