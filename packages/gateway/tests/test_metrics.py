@@ -203,8 +203,19 @@ def test_audit_writes_are_timed_by_kind(traffic: Traffic, kind: str) -> None:
     assert buckets[-1] == count
 
 
-def test_no_audit_write_failed(traffic: Traffic) -> None:
-    assert traffic.after.labelled("payband_gateway_audit_write_failures_total") == []
+def test_no_audit_write_failed_and_every_kind_and_reason_is_exported_from_the_start(
+    traffic: Traffic,
+) -> None:
+    # At 0 before the first failure, so that the alert's increase() sees that failure.
+    name = "payband_gateway_audit_write_failures_total"
+    for scrape in (traffic.before, traffic.after):
+        expected = [
+            {"kind": kind, "reason": reason}
+            for kind in ("prediction", "error", "outcome", "review")
+            for reason in ("unavailable", "rejected", "conflict")
+        ]
+        assert sorted(scrape.labelled(name), key=str) == sorted(expected, key=str)
+        assert scrape.total(name) == 0
 
 
 def test_inference_calls_are_timed(traffic: Traffic) -> None:

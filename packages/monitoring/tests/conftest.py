@@ -138,7 +138,9 @@ class Feed:
         """True bands drawn from the model's own probabilities (a calibrated model)."""
         probabilities = self.model.probabilities(candidates)
         draws = np.random.default_rng(seed).random(len(candidates))[:, np.newaxis]
-        return (draws > probabilities.cumsum(axis=1)).sum(axis=1)
+        # min(): a cumulative sum that rounds below 1 must not make a band past the last.
+        bands = (draws > probabilities.cumsum(axis=1)).sum(axis=1)
+        return np.minimum(bands, probabilities.shape[1] - 1)
 
 
 @pytest.fixture

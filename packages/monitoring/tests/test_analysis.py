@@ -195,3 +195,55 @@ def test_a_model_with_no_records_yet_gives_an_empty_analysis(settings, audit_set
 
     assert analysis.results == []
     assert (analysis.rows_analysed, analysis.rows_pending) == (0, 120)
+
+
+def test_a_three_band_model_is_analysed_as_multiclass(tiny_model_three_bands, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    import pandas as pd
+
+    from payband_monitoring.analysis import analyse as analyse_records
+    from payband_monitoring.reference import WatchedModel
+    from payband_testing.model import synthetic_candidates
+
+    model = tiny_model_three_bands
+    watched = WatchedModel(
+        name="salary-band",
+        version="2",
+        run_id="run",
+        schema=model.schema,
+        reference=model.reference(),
+    )
+    candidates = synthetic_candidates(1_000, 51)
+    probabilities = model.probabilities(candidates)
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    records = candidates.assign(
+        prediction_id=[f"id-{i}" for i in range(1_000)],
+        received_at=[start + timedelta(minutes=i) for i in range(1_000)],
+        band_index=probabilities.argmax(axis=1),
+        outcome_band_index=pd.array(probabilities.argmax(axis=1), dtype="Int64"),
+        **{f"probability_{i}": probabilities[:, i] for i in range(3)},
+    )
+    settings = MonitoringSettings(state_dir=tmp_path, chunk_size=500)
+
+    analysis = analyse_records(watched, records, settings, "run")
+
+    assert analysis.favourable_band == 2
+    assert drift_alerts(analysis) == set()
+    realized = {
+        (row.chunk_index, row.subject): row.value
+        for row in analysis.results
+        if row.calculator == REALIZED
+    }
+    # The recorded outcome is the predicted band: realized accuracy is exactly 1.
+    assert realized[(0, "accuracy")] == pytest.approx(1.0)
+    assert {subject for _, subject in realized} == {"roc_auc", "accuracy", "f1"}
+    assert len([r for r in analysis.results if r.calculator == ESTIMATED]) == 3 * 2
+    selected = {
+        row.subject: row.value
+        for row in analysis.results
+        if row.chunk_index == 0 and row.method == SELECTION_RATE and row.subject.startswith("sex")
+    }
+    first = probabilities[:500].argmax(axis=1) == 2
+    women = (candidates["sex"] == "female").to_numpy()[:500]
+    assert selected["sex=female"] == pytest.approx(first[women].mean())

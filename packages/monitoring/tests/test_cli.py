@@ -66,8 +66,8 @@ def test_run_stores_results_once_per_chunk_and_writes_the_report(
     lines = first.stdout.splitlines()
     assert lines[0] == "model: salary-band version 1"
     assert lines[1] == (
-        "records: 1500 analysed in 3 chunks (size:500), 200 waiting for a full chunk, "
-        "0 with an outcome"
+        "records: 1500 analysed in 3 chunks (size:500), 0 of them with an outcome; "
+        "not analysed: 200 waiting for a full chunk of 500"
     )
     assert "  univariate_drift: hours_per_week kolmogorov_smirnov = " in first.stdout
     report = tmp_path / "state" / "report.html"
@@ -129,12 +129,17 @@ def test_report_writes_a_file_and_stores_nothing(env, database, feed, like_refer
             "period alias such as 'h', 'D', 'W' or 'M'",
         ),
         (
+            # Without a check first, MLflow would retry for minutes, logging each attempt.
+            {"PAYBAND_MONITORING_MLFLOW_TRACKING_URI": "postgresql://postgres@127.0.0.1:1/m"},
+            "error: cannot reach the MLflow database postgresql+psycopg://postgres@127.0.0.1:1/m: ",
+        ),
+        (
             {"PAYBAND_MONITORING_CHAMPION_ALIAS": "nobody"},
             "error: cannot resolve model 'salary-band' alias 'nobody': ",
         ),
         (
-            {"PAYBAND_MONITORING_CHUNK_SIZE": "2000"},
-            "error: the reference data has 3000 rows, fewer than two chunks of 2000; "
+            {"PAYBAND_MONITORING_CHUNK_SIZE": "1000"},
+            "error: the reference data has 3000 rows, fewer than 4 chunks of 1000; "
             "lower PAYBAND_MONITORING_CHUNK_SIZE",
         ),
     ],

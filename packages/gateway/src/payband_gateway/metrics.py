@@ -6,9 +6,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from payband_contracts import ModelRef
 
-__all__ = ["GatewayMetrics"]
+__all__ = ["AUDIT_FAILURE_REASONS", "AUDIT_KINDS", "GatewayMetrics"]
 
 # Latency buckets from 1 ms to 10 s: predictions take milliseconds, batches up to seconds.
+# The kinds of audit record the gateway writes, and why a write can fail: the log is down
+# (unavailable), it refused the record (rejected), or the record exists already (conflict: a
+# caller's second outcome, answered 409).
+AUDIT_KINDS = ("prediction", "error", "outcome", "review")
+AUDIT_FAILURE_REASONS = ("unavailable", "rejected", "conflict")
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -50,6 +55,11 @@ class GatewayMetrics:
             ["kind", "reason"],
             registry=r,
         )
+        # Exported at 0 from the start, so that Prometheus' increase() sees the first failure
+        # (a series that appears with it has no earlier sample to increase from).
+        for kind in AUDIT_KINDS:
+            for reason in AUDIT_FAILURE_REASONS:
+                self.audit_write_failures.labels(kind=kind, reason=reason)
         self.audit_available = Gauge(
             "payband_gateway_audit_available",
             "1 while the audit log accepts writes, else 0.",

@@ -10,13 +10,13 @@ Conventions:
   calendar period of ``received_at`` (the current period is analysed as it grows, once it
   has ``min_chunk_rows`` records; a period with fewer is left out, so that a new period's
   first records raise no alarm). Records left out are counted as ``rows_pending``. The
-  reference data is always cut into chunks of ``chunk_size`` records, from which NannyML
-  derives its thresholds.
+  reference data is cut into chunks of ``chunk_size`` records (with periods: of the median
+  period's size, leaving at least four chunks), from which the thresholds are derived.
 - Univariate drift alerts when a distance exceeds ``drift_threshold`` (chi2: p < 0.05).
 - Multivariate drift alerts when the reconstruction error exceeds the mean plus three standard
-  deviations of its values on reference chunks the PCA did not see (two halves, each fitted on
-  the other): NannyML's own threshold comes from chunks it was fitted on, which sit lower, so
-  records drawn like the reference raised alerts.
+  deviations of its values on reference chunks the PCA did not see (k folds, each fitted on
+  the others): NannyML's own threshold comes from chunks it was fitted on, which sit lower,
+  so records drawn like the reference raised alerts.
 - Performance (estimated and realized) alerts only below the reference mean minus three
   standard deviations: a model that does better than on its test set is no cause for alarm.
 - Fairness: a record is "selected" when its predicted band is at least the favourable band;
@@ -48,7 +48,7 @@ from nannyml.chunk import Chunk, Chunker, PeriodBasedChunker, SizeBasedChunker
 
 from payband_contracts import FEATURE_CATALOGUE
 from payband_contracts.model import REFERENCE_PREDICTION, REFERENCE_TRUTH
-from payband_monitoring.errors import MonitoringConfigError
+from payband_monitoring.errors import MonitoringConfigError, MonitoringError
 from payband_monitoring.reference import WatchedModel
 from payband_monitoring.settings import MonitoringSettings
 
@@ -63,6 +63,9 @@ Y_PRED, Y_TRUE = "y_pred", "y_true"
 UNIVARIATE, MULTIVARIATE = "univariate_drift", "multivariate_drift"
 ESTIMATED, REALIZED, FAIRNESS = "estimated_performance", "realized_performance", "fairness"
 SELECTION_RATE, DISPARATE_IMPACT = "selection_rate", "disparate_impact"
+# The reference data must give this many chunks (thresholds are statistics over them).
+MIN_REFERENCE_CHUNKS = 4
+MAX_FOLDS = 10
 
 
 @dataclass(frozen=True)
@@ -314,20 +317,42 @@ def _fairness(
 
 
 def _multivariate_threshold(reference: pd.DataFrame, chunker: _Chunker) -> float:
-    """The upper alert threshold of the reconstruction error, from out-of-sample chunks."""
+    """The upper alert threshold of the reconstruction error: mean plus three standard
+    deviations of its values on reference chunks the PCA was not fitted on (k folds, one
+    chunk or more each)."""
     import nannyml as nml
 
+    folds = min(MAX_FOLDS, len(reference) // chunker.size)
     shuffled = reference.sample(frac=1.0, random_state=0).reset_index(drop=True)
-    half = len(shuffled) // 2
-    halves = (shuffled.iloc[:half], shuffled.iloc[half:].reset_index(drop=True))
     values: list[float] = []
-    for fitted, held_out in (halves, halves[::-1]):
+    for fold in range(folds):
+        held_out = shuffled.iloc[fold::folds].reset_index(drop=True)
+        fitted = shuffled.drop(index=shuffled.index[fold::folds]).reset_index(drop=True)
         calculator = nml.DataReconstructionDriftCalculator(column_names=FEATURES, chunker=chunker)
         frame = calculator.fit(fitted).calculate(held_out).filter(period="analysis").to_df()
         values += [float(v) for v in frame[("reconstruction_error", "value")] if not pd.isna(v)]
-    if len(values) < 2:
+    if len(values) < MIN_REFERENCE_CHUNKS:
         raise MonitoringConfigError("the reference data is too small for a multivariate threshold")
-    return float(pd.Series(values).mean() + 3 * pd.Series(values).std())
+    series = pd.Series(values)
+    return float(series.mean() + 3 * series.std())
+
+
+def _check_keys(frame: pd.DataFrame, chunks: list[_ChunkInfo], name: str) -> None:
+    """Results are matched to chunks by position: make sure NannyML cut the same chunks."""
+    column = ("chunk", "chunk", "key") if frame.columns.nlevels == 3 else ("chunk", "key")
+    if [str(key) for key in frame[column]] != [chunk.key for chunk in chunks]:
+        raise MonitoringError(f"NannyML's {name} chunks differ from the analysed chunks")
+
+
+def _reference_chunk_size(
+    settings: MonitoringSettings, chunks: list[_ChunkInfo], reference_rows: int
+) -> int:
+    """Thresholds hold for chunks of the reference's chunk size: with period chunks, that is
+    the median period's size, as long as the reference still gives four chunks."""
+    if not settings.chunk_period or not chunks:
+        return settings.chunk_size
+    median = int(pd.Series([chunk.rows for chunk in chunks]).median())
+    return max(1, min(median, reference_rows // MIN_REFERENCE_CHUNKS))
 
 
 def _problem(n_bands: int) -> tuple[str, Any]:
@@ -350,14 +375,20 @@ def analyse(
             f"favourable band {favourable} does not exist: the model has bands 0 to {n_bands - 1}"
         )
     reference = reference_frame(model)
-    if len(reference) < 2 * settings.chunk_size:
+    if len(reference) < MIN_REFERENCE_CHUNKS * settings.chunk_size:
         raise MonitoringConfigError(
-            f"the reference data has {len(reference)} rows, fewer than two chunks of "
-            f"{settings.chunk_size}; lower PAYBAND_MONITORING_CHUNK_SIZE"
+            f"the reference data has {len(reference)} rows, fewer than {MIN_REFERENCE_CHUNKS} "
+            f"chunks of {settings.chunk_size}; lower PAYBAND_MONITORING_CHUNK_SIZE"
         )
     analysis = analysis_frame(records, n_bands)
-    chunker = _Chunker(settings.chunk_size, settings.chunk_period, settings.min_chunk_rows)
-    chunks = _chunks(chunker, analysis) if len(analysis) else []
+    split = _Chunker(settings.chunk_size, settings.chunk_period, settings.min_chunk_rows)
+    chunks = _chunks(split, analysis) if len(analysis) else []
+    # NannyML's chunker: the analysis as above, the reference in chunks of a matching size.
+    chunker = _Chunker(
+        _reference_chunk_size(settings, chunks, len(reference)),
+        settings.chunk_period,
+        settings.min_chunk_rows,
+    )
     analysed = sum(chunk.rows for chunk in chunks)
     result = Analysis(
         model_name=model.name,
@@ -367,7 +398,7 @@ def analyse(
         chunking=settings.chunking,
         rows_analysed=analysed,
         rows_pending=len(analysis) - analysed,
-        rows_with_outcome=int(analysis[Y_TRUE].notna().sum()) if len(analysis) else 0,
+        rows_with_outcome=sum(int(chunk.data[Y_TRUE].notna().sum()) for chunk in chunks),
         favourable_band=favourable,
     )
     for attribute in PROTECTED:
@@ -421,8 +452,8 @@ def analyse(
     frames = {
         name: value.filter(period="analysis").to_df() for name, value in result.nannyml.items()
     }
-    if len(frames[UNIVARIATE]) != len(chunks):
-        raise RuntimeError(f"NannyML made {len(frames[UNIVARIATE])} chunks, we made {len(chunks)}")
+    for name, frame in frames.items():
+        _check_keys(frame, chunks, name)
     drift_subjects = [
         ((feature, method), feature, method)
         for feature in FEATURES

@@ -27,18 +27,29 @@ def _settings(**overrides: Any) -> Any:
         fail(f"invalid setting: {settings_problems(error)}")
 
 
+def _audit_settings() -> Any:
+    from payband_audit import AuditSettings
+
+    try:
+        return AuditSettings()
+    except ValidationError as error:
+        fail(f"invalid audit setting (PAYBAND_AUDIT_*): {settings_problems(error)}")
+
+
 def _errors() -> tuple[type[BaseException], ...]:
     from payband_monitoring.errors import MonitoringError
 
     return (MonitoringError,)
 
 
-def _summary(analysis: Any) -> None:
+def _summary(analysis: Any, settings: Any) -> None:
+    from payband_monitoring.report import pending
+
     typer.echo(f"model: {analysis.model_name} version {analysis.model_version}")
     typer.echo(
         f"records: {analysis.rows_analysed} analysed in {analysis.chunks} chunks "
-        f"({analysis.chunking}), {analysis.rows_pending} waiting for a full chunk, "
-        f"{analysis.rows_with_outcome} with an outcome"
+        f"({analysis.chunking}), {analysis.rows_with_outcome} of them with an outcome; "
+        f"not analysed: {pending(analysis, settings)}"
     )
     alerts = analysis.alerts()
     if not alerts:
@@ -72,8 +83,9 @@ def run(model_version: Model = None) -> None:
     from payband_monitoring.runner import Monitor
 
     settings = _settings(model_version=model_version)
-    analysis = run_guarded(lambda: Monitor(settings).run(), _errors())
-    _summary(analysis)
+    audit_settings = _audit_settings()
+    analysis = run_guarded(lambda: Monitor(settings, audit_settings).run(), _errors())
+    _summary(analysis, settings)
     typer.echo(f"report: {settings.report_path}")
 
 
@@ -87,9 +99,10 @@ def report(
     from payband_monitoring.runner import Monitor
 
     settings = _settings(model_version=model_version)
-    analysis = run_guarded(lambda: Monitor(settings).analyse(), _errors())
+    audit_settings = _audit_settings()
+    analysis = run_guarded(lambda: Monitor(settings, audit_settings).analyse(), _errors())
     run_guarded(lambda: write_report(analysis, settings, output), _errors())
-    _summary(analysis)
+    _summary(analysis, settings)
     typer.echo(f"report: {output}")
 
 
@@ -144,7 +157,8 @@ def serve(
     from payband_monitoring.service import serve as run_service
 
     settings = _settings(host=host, port=port, interval_s=interval_s)
-    run_guarded(lambda: run_service(settings), (ServeError, *_errors()))
+    audit_settings = _audit_settings()
+    run_guarded(lambda: run_service(settings, audit_settings), (ServeError, *_errors()))
 
 
 def main() -> None:

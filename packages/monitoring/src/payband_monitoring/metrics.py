@@ -60,7 +60,9 @@ class _LatestRun(Collector):
         info = _family("model_info", "The model version the latest run analysed (1).", [])
         rows = _family("rows_analysed", "Records in the analysed chunks of the latest run.", [])
         pending = _family(
-            "rows_pending", "Records waiting for their chunk to fill (size chunks).", []
+            "rows_pending",
+            "Records not analysed: an incomplete last chunk, or periods with too few records.",
+            [],
         )
         outcomes = _family("rows_with_outcome", "Records with a recorded outcome (true band).", [])
         drift = _family(

@@ -24,6 +24,7 @@ from payband_contracts.model import (
     ModelSchema,
     ModelSchemaError,
 )
+from payband_contracts.tracking import tracking_problem
 from payband_monitoring.errors import MonitoringConfigError, MonitoringUnavailable
 from payband_monitoring.settings import MonitoringSettings
 
@@ -72,9 +73,11 @@ def resolve_model(settings: MonitoringSettings) -> tuple[str, str, str]:
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    client = _client(settings)
+    if problem := tracking_problem(_tracking_url(settings.mlflow_tracking_uri)):
+        raise MonitoringUnavailable(problem)
     name = settings.model_name
     try:
+        client = _client(settings)
         if settings.model_version:
             found = client.get_model_version(name, settings.model_version)  # type: ignore[attr-defined]
         else:
@@ -117,11 +120,12 @@ def check_reference(reference: pd.DataFrame, schema: ModelSchema) -> pd.DataFram
     return reference
 
 
-def load_reference(settings: MonitoringSettings) -> WatchedModel:
-    """The model version to watch, its schema and its reference data."""
+def load_reference(
+    settings: MonitoringSettings, name: str, version: str, run_id: str
+) -> WatchedModel:
+    """The schema and reference data of a registry version (``resolve_model``'s answer)."""
     import mlflow
 
-    name, version, run_id = resolve_model(settings)
     client = _client(settings)
     uri = _tracking_url(settings.mlflow_tracking_uri)
     mlflow.set_tracking_uri(uri)
@@ -141,7 +145,12 @@ def load_reference(settings: MonitoringSettings) -> WatchedModel:
         reference_file = _download(client, f"runs:/{run_id}/{REFERENCE_FILE}", Path(tmp) / "ref")
         if find_spec("pyarrow") is None:
             raise MonitoringConfigError("reading the reference data (Parquet) needs pyarrow")
-        reference = pd.read_parquet(reference_file)
+        try:
+            reference = pd.read_parquet(reference_file)
+        except (OSError, ValueError) as error:
+            raise MonitoringConfigError(
+                f"cannot read the reference data of run {run_id}: {_first_line(error)}"
+            ) from None
     return WatchedModel(
         name=name,
         version=version,

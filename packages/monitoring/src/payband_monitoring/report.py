@@ -23,7 +23,7 @@ from payband_monitoring.analysis import (
 )
 from payband_monitoring.settings import MonitoringSettings
 
-__all__ = ["render", "write_report"]
+__all__ = ["pending", "render", "write_report"]
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #1f2933; }
@@ -45,6 +45,15 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def pending(analysis: Analysis, settings: MonitoringSettings) -> str:
+    """What the records left out of the analysis are, in words."""
+    if settings.chunk_period:
+        why = f"in periods with fewer than {settings.min_chunk_rows} records"
+    else:
+        why = f"waiting for a full chunk of {settings.chunk_size}"
+    return f"{analysis.rows_pending} {why}"
 
 
 def _number(value: float | None) -> str:
@@ -99,7 +108,7 @@ def render(analysis: Analysis, settings: MonitoringSettings) -> str:
             ["reference (MLflow run)", html.escape(analysis.reference_run_id)],
             ["chunks", f"{analysis.chunks} ({html.escape(analysis.chunking)})"],
             ["records analysed", str(analysis.rows_analysed)],
-            ["records waiting for a full chunk", str(analysis.rows_pending)],
+            ["records not analysed", html.escape(pending(analysis, settings))],
             ["records with an outcome", str(analysis.rows_with_outcome)],
             ["favourable band (fairness)", str(analysis.favourable_band)],
             ["monitoring run", html.escape(analysis.run_id)],
@@ -133,10 +142,7 @@ def render(analysis: Analysis, settings: MonitoringSettings) -> str:
         alert_html,
     ]
     if not analysis.nannyml:
-        parts.append(
-            f"<p>No complete chunk yet: {analysis.rows_pending} records; a chunk needs "
-            f"{settings.chunk_size}.</p>"
-        )
+        parts.append(f"<p>Nothing to analyse yet: {html.escape(pending(analysis, settings))}.</p>")
     for key, heading, options in SECTIONS:
         if key in analysis.nannyml:
             parts += [f"<h2>{heading}</h2>", _figure_html(analysis.nannyml[key], options)]
@@ -163,6 +169,15 @@ def write_report(analysis: Analysis, settings: MonitoringSettings, path: Path) -
     with tempfile.NamedTemporaryFile(
         "w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False
     ) as handle:
-        handle.write(document)
-    Path(handle.name).replace(path)
+        temporary = Path(handle.name)
+        try:
+            handle.write(document)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    try:
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return path

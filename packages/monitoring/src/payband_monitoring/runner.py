@@ -7,10 +7,12 @@ import logging
 import uuid
 from datetime import UTC, datetime
 
+from nannyml.exceptions import NannyMLException
+
 from payband_audit import AuditConfigError, AuditSettings, AuditUnavailable
 from payband_audit.reader import AuditReader
 from payband_monitoring.analysis import Analysis, analyse
-from payband_monitoring.errors import MonitoringConfigError, MonitoringUnavailable
+from payband_monitoring.errors import MonitoringConfigError, MonitoringError, MonitoringUnavailable
 from payband_monitoring.reference import WatchedModel, load_reference, resolve_model
 from payband_monitoring.report import write_report
 from payband_monitoring.settings import MonitoringSettings
@@ -19,6 +21,11 @@ from payband_monitoring.store import ResultStore
 __all__ = ["Monitor"]
 
 logger = logging.getLogger("payband_monitoring")
+
+
+def _first(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 class Monitor:
@@ -34,9 +41,9 @@ class Monitor:
 
     def model(self) -> WatchedModel:
         """The model to watch; downloaded again only when another version is named."""
-        name, version, _ = resolve_model(self.settings)
+        name, version, run_id = resolve_model(self.settings)
         if self._model is None or (self._model.name, self._model.version) != (name, version):
-            self._model = load_reference(self.settings)
+            self._model = load_reference(self.settings, name, version, run_id)
         return self._model
 
     def analyse(self) -> Analysis:
@@ -51,7 +58,15 @@ class Monitor:
             raise MonitoringUnavailable(str(error)) from None
         except AuditConfigError as error:
             raise MonitoringConfigError(str(error)) from None
-        return analyse(model, records, self.settings, str(uuid.uuid4()))
+        try:
+            return analyse(model, records, self.settings, str(uuid.uuid4()))
+        except NannyMLException as error:
+            raise MonitoringError(
+                f"NannyML could not analyse the records: {_first(error)}"
+            ) from None
+        except (ValueError, KeyError, TypeError) as error:
+            # Data that does not fit the reference format or the catalogue.
+            raise MonitoringConfigError(f"cannot analyse the records: {_first(error)}") from None
 
     def run(self) -> Analysis:
         """Analyse, store the results and write the report to the state directory."""

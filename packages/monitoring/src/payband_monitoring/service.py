@@ -67,12 +67,15 @@ class Loop:
             logger.error("monitoring run failed", extra={"fields": {"error": str(error)}})
             return
         except Exception as error:
-            # The loop must outlive a bug in one run; the traceback goes to the log.
-            self.last_error = f"{type(error).__name__}: {error}"
+            # The loop must outlive a bug in one run. Its message may quote SQL or data, so
+            # only its type is shown (and logged: the JSON log never holds a traceback).
+            self.last_error = f"the latest run failed unexpectedly ({type(error).__name__})"
             self.metrics.failed(time.time(), time.monotonic() - started)
             logger.exception("monitoring run failed unexpectedly")
             return
         self.last_error = None
+        # The report is written: NannyML's results (and the chunks' data in them) can go.
+        analysis.nannyml.clear()
         self.metrics.succeeded(analysis, time.time(), time.monotonic() - started)
 
     def _run(self) -> None:

@@ -10,7 +10,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payband_contracts.settings import payband_home
 
-ContinuousMethod = Literal["kolmogorov_smirnov", "jensen_shannon", "wasserstein", "hellinger"]
+# Distances between 0 and 1, so that one threshold fits them all (Wasserstein is in the
+# feature's own units and is left out).
+ContinuousMethod = Literal["kolmogorov_smirnov", "jensen_shannon", "hellinger"]
 CategoricalMethod = Literal["chi2", "jensen_shannon", "l_infinity", "hellinger"]
 PerformanceMetric = Literal["roc_auc", "accuracy", "f1", "precision", "recall"]
 

@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from payband_monitoring.analysis import Analysis
-from payband_monitoring.errors import MonitoringConfigError, MonitoringUnavailable
+from payband_monitoring.errors import MonitoringConfigError, MonitoringError, MonitoringUnavailable
 
 __all__ = ["VERSION_TABLE", "ResultStore", "current_revision", "migrate", "sqlalchemy_url"]
 
@@ -83,8 +83,20 @@ def _clear_errors(url: str, doing: str) -> Iterator[None]:
         ) from None
     except psycopg.errors.InsufficientPrivilege as error:
         raise MonitoringConfigError(f"cannot {doing}: {_first_line(error)}") from None
-    except psycopg.ProgrammingError as error:
-        raise MonitoringConfigError(f"invalid database URL: {_first_line(error)}") from None
+    except psycopg.Error as error:
+        raise MonitoringError(f"cannot {doing} at {_where(url)}: {_first_line(error)}") from None
+
+
+def _connect(url: str, timeout: int, **options: Any) -> psycopg.Connection[Any]:
+    """A connection; an invalid URL is a MonitoringConfigError (libpq's own message would
+    quote the URL, password included)."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(conninfo(url))
+    except psycopg.ProgrammingError:
+        raise MonitoringConfigError(
+            "invalid database URL: expected postgresql://user@host:port/dbname"
+        ) from None
+    return psycopg.connect(**info, connect_timeout=timeout, **options)
 
 
 def migrate(database_url: str, revision: str = "head") -> None:
@@ -112,7 +124,7 @@ def current_revision(database_url: str) -> str | None:
     """The monitoring schema's revision, or None when it was never migrated."""
     with (
         _clear_errors(database_url, "read the monitoring schema's revision"),
-        psycopg.connect(conninfo(database_url), connect_timeout=5) as conn,
+        _connect(database_url, 5) as conn,
     ):
         exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
         if not exists or not exists[0]:
@@ -132,9 +144,7 @@ class ResultStore:
     def _connect(self, doing: str) -> Iterator[psycopg.Connection[dict[str, Any]]]:
         with (
             _clear_errors(self._url, doing),
-            psycopg.connect(
-                conninfo(self._url), connect_timeout=self._timeout, row_factory=dict_row
-            ) as conn,
+            _connect(self._url, self._timeout, row_factory=dict_row) as conn,
         ):
             yield conn
 

@@ -11,19 +11,15 @@ import importlib
 import importlib.util
 import json
 import re
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import sqlalchemy
 import xgboost as xgb
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
 from payband_contracts.model import METADATA_FILE, ModelSchema, ModelSchemaError
+from payband_contracts.tracking import tracking_problem
 
 __all__ = [
     "ARTIFACTS_DIR",
@@ -42,7 +38,6 @@ __all__ = [
 # Where MLflow keeps a pyfunc model's artifacts inside the model directory.
 ARTIFACTS_DIR = "artifacts"
 MLFLOW_SCHEMES = ("models", "runs")
-_DATABASE_BACKENDS = {"postgresql", "sqlite", "mysql", "mssql"}
 # MLflow reads artifacts kept on S3 (MinIO in production) through boto3.
 _S3_SUPPORT = importlib.util.find_spec("boto3") is not None
 
@@ -141,50 +136,13 @@ def tracking_url(uri: str) -> str:
     return uri
 
 
-def _shown(uri: str) -> str:
-    try:
-        return make_url(uri).render_as_string(hide_password=True)
-    except ArgumentError:
-        return uri
-
-
-def _check_tracking_server(uri: str) -> None:
-    parsed = urlparse(uri)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname or "", port), timeout=10):
-            pass
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ModelSourceError(f"cannot reach the MLflow tracking server {uri}: {reason}") from None
-
-
 def check_tracking_database(uri: str) -> None:
     """Fail fast, in one line, on an unreachable tracking database or server.
 
     MLflow itself retries an unreachable database for about 100 s, a server for minutes.
     """
-    if urlparse(uri).scheme in ("http", "https"):
-        _check_tracking_server(uri)
-        return
-    try:
-        url = make_url(uri)
-    except ArgumentError:
-        return
-    if url.get_backend_name() not in _DATABASE_BACKENDS:
-        return
-    connect_args = {"connect_timeout": 10} if url.get_backend_name() == "postgresql" else {}
-    try:
-        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
-        with engine.connect():
-            pass
-    except (SQLAlchemyError, ImportError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise ModelSourceError(
-            f"cannot reach the MLflow database {_shown(uri)}: {reason}"
-        ) from None
-    else:
-        engine.dispose()
+    if problem := tracking_problem(uri):
+        raise ModelSourceError(problem)
 
 
 def _import_mlflow() -> None:

@@ -56,6 +56,8 @@ class TinyModel:
         probabilities = self.probabilities(candidates)
         rng = np.random.default_rng(seed + 1)
         truth = (rng.random(rows)[:, np.newaxis] > probabilities.cumsum(axis=1)).sum(axis=1)
+        # A cumulative sum that rounds below 1 must not make a band past the last.
+        truth = np.minimum(truth, self.schema.n_bands - 1)
         frame = candidates.assign(
             record_id=[f"reference-{i:05d}" for i in range(rows)],
             **{REFERENCE_TRUTH: truth.astype(np.int64)},

@@ -28,7 +28,6 @@ import matplotlib
 import mlflow
 import numpy as np
 import pandas as pd
-import sqlalchemy
 import xgboost as xgb
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
@@ -37,12 +36,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SADeprecationWarning, SQLAlchemyError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.exc import SADeprecationWarning, SQLAlchemyError
 from xgboost import XGBClassifier
 
 from payband_contracts.model import REFERENCE_FILE, REFERENCE_TRUTH
+from payband_contracts.tracking import shown_uri, tracking_problem
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
 from payband_training import __version__
@@ -90,8 +88,6 @@ RECORD_ID = "record_id"
 # Rows drawn into the SHAP plots; contributions are exact whatever the sample.
 SHAP_SAMPLE_ROWS = 2000
 _STORE_SCHEMES = ("local://", "lakefs://")
-# Tracking URIs MLflow opens with SQLAlchemy (its DATABASE_ENGINES).
-_DATABASE_BACKENDS = frozenset({"postgresql", "mysql", "mssql", "sqlite"})
 _RESERVED_PARAMS = frozenset(
     {
         "seed",
@@ -166,14 +162,6 @@ class LoggedTraining:
         return f"runs:/{self.run_id}/{self.model_info.name}"
 
 
-def _shown_uri(uri: str) -> str:
-    """A tracking URI fit for messages: a database password is hidden."""
-    try:
-        return make_url(uri).render_as_string(hide_password=True)
-    except ArgumentError:
-        return uri
-
-
 def _reason(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -196,24 +184,8 @@ def check_database(uri: str, error: type[Exception] = TrackingError) -> None:
 
     MLflow itself retries an unreachable database for about 100 s.
     """
-    try:
-        url = make_url(uri)
-    except ArgumentError:
-        return
-    if url.get_backend_name() not in _DATABASE_BACKENDS:
-        return
-    connect_args = {"connect_timeout": 10} if url.get_backend_name() == "postgresql" else {}
-    try:
-        engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
-    except (SQLAlchemyError, ImportError) as exc:
-        raise error(f"cannot use the tracking URI {_shown_uri(uri)}: {_reason(exc)}") from None
-    try:
-        with engine.connect():
-            pass
-    except SQLAlchemyError as exc:
-        raise error(f"cannot reach the MLflow database {_shown_uri(uri)}: {_reason(exc)}") from None
-    finally:
-        engine.dispose()
+    if problem := tracking_problem(uri):
+        raise error(problem)
 
 
 def configure(settings: TrainingSettings) -> str:
@@ -247,7 +219,7 @@ def configure(settings: TrainingSettings) -> str:
                 return experiment_id
     except (MlflowException, SQLAlchemyError, OSError) as exc:
         raise TrackingError(
-            f"cannot use MLflow at {_shown_uri(uri)} (experiment {name!r}): {_reason(exc)}"
+            f"cannot use MLflow at {shown_uri(uri)} (experiment {name!r}): {_reason(exc)}"
         ) from None
     if experiment is None:
         raise TrackingError(f"MLflow experiment {name!r} vanished while it was being created")
