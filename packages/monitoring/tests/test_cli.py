@@ -174,3 +174,25 @@ def test_an_unreachable_audit_log_is_named(env):
     assert done.returncode == 2
     assert done.stderr.startswith("error: cannot connect to the audit database at 127.0.0.1:1/")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_migrate_names_an_unreachable_database():
+    done = cli(
+        "migrate", env={"PAYBAND_MONITORING_DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/x"}
+    )
+
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        "error: cannot migrate the monitoring database at 127.0.0.1:1/x: "
+    )
+    assert "pw" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_an_invalid_results_database_url_is_named_without_its_password(env):
+    done = cli("history", env={**env, "PAYBAND_MONITORING_DATABASE_URL": "postgresql://u:pw@[x"})
+
+    assert done.returncode == 2
+    assert done.stderr == (
+        "error: invalid database URL: expected postgresql://user@host:port/dbname\n"
+    )
