@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ __all__ = [
     "dashboards",
     "exported_series",
     "family",
+    "fetch_promtool",
     "load_yaml",
     "metric_names",
     "panels",
@@ -254,3 +257,28 @@ def configured_queries() -> list[Query]:
                 where = f"{file} variable {variable['name']}"
                 found.append(Query("variable", where, query, names))
     return found
+
+
+def _run(command: list[str], cwd: Path) -> None:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise RuntimeError(f"{command[0]} {command[1]} failed: {lines[-1] if lines else '?'}")
+
+
+def fetch_promtool(directory: Path) -> Path:
+    """promtool from Debian's prometheus package, downloaded and unpacked under ``directory``
+    with apt's own tools and private package lists: no root, nothing installed. For machines
+    without promtool on PATH (.ci/run installs the package; a developer need not)."""
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise RuntimeError("apt-get and dpkg-deb are needed to fetch Debian's prometheus package")
+    lists, cache = directory / "lists", directory / "cache"
+    (lists / "partial").mkdir(parents=True, exist_ok=True)
+    (cache / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    apt = ["apt-get", "-q", "-o", f"Dir::State::Lists={lists}", "-o", f"Dir::Cache={cache}"]
+    apt += ["-o", "Debug::NoLocking=1"]
+    _run([*apt, "update"], directory)
+    _run([*apt, "download", "prometheus"], directory)
+    package = next(directory.glob("prometheus_*.deb"))
+    _run(["dpkg-deb", "-x", str(package), str(directory / "root")], directory)
+    return directory / "root" / "usr" / "bin" / "promtool"
