@@ -10,10 +10,18 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlparse
 
-__all__ = ["shown_uri", "tracking_problem"]
+__all__ = ["shown_uri", "tracking_problem", "tracking_url"]
 
 # The SQLAlchemy backends MLflow's database store supports.
 _DATABASE_BACKENDS = {"postgresql", "sqlite", "mysql", "mssql"}
+
+
+def tracking_url(uri: str) -> str:
+    """The URI MLflow needs: postgresql:// would mean psycopg2, which is not installed;
+    psycopg 3 is."""
+    if uri.startswith("postgresql://"):
+        return "postgresql+psycopg://" + uri.removeprefix("postgresql://")
+    return uri
 
 
 def shown_uri(uri: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from payband_contracts import FEATURE_CATALOGUE
+from payband_contracts.cli_support import first_line
 from payband_contracts.model import (
     METADATA_FILE,
     REFERENCE_FILE,
@@ -24,7 +25,7 @@ from payband_contracts.model import (
     ModelSchema,
     ModelSchemaError,
 )
-from payband_contracts.tracking import tracking_problem
+from payband_contracts.tracking import tracking_problem, tracking_url
 from payband_monitoring.errors import MonitoringConfigError, MonitoringUnavailable
 from payband_monitoring.settings import MonitoringSettings
 
@@ -44,18 +45,6 @@ class WatchedModel:
     reference: pd.DataFrame  # the reference format, checked
 
 
-def _tracking_url(uri: str) -> str:
-    # postgresql:// would mean psycopg2, which is not installed; psycopg 3 is.
-    if uri.startswith("postgresql://"):
-        return "postgresql+psycopg://" + uri.removeprefix("postgresql://")
-    return uri
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "message", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def _client(settings: MonitoringSettings) -> object:
     with warnings.catch_warnings():
         # Importing MLflow's model code infers schemas from its own Any-typed hints and says so.
@@ -64,7 +53,7 @@ def _client(settings: MonitoringSettings) -> object:
         )
         from mlflow.tracking import MlflowClient
 
-    uri = _tracking_url(settings.mlflow_tracking_uri)
+    uri = tracking_url(settings.mlflow_tracking_uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -73,7 +62,7 @@ def resolve_model(settings: MonitoringSettings) -> tuple[str, str, str]:
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    if problem := tracking_problem(_tracking_url(settings.mlflow_tracking_uri)):
+    if problem := tracking_problem(tracking_url(settings.mlflow_tracking_uri)):
         raise MonitoringUnavailable(problem)
     name = settings.model_name
     try:
@@ -84,12 +73,12 @@ def resolve_model(settings: MonitoringSettings) -> tuple[str, str, str]:
             found = client.get_model_version_by_alias(name, settings.champion_alias)  # type: ignore[attr-defined]
     except MlflowException as error:
         which = settings.model_version or f"alias {settings.champion_alias!r}"
-        reason = _first_line(error)
+        reason = first_line(error)
         if "Connection refused" in reason or "could not connect" in reason.lower():
             raise MonitoringUnavailable(f"cannot reach the MLflow registry: {reason}") from None
         raise MonitoringConfigError(f"cannot resolve model {name!r} {which}: {reason}") from None
     except SQLAlchemyError as error:
-        reason = _first_line(getattr(error, "orig", None) or error)
+        reason = first_line(getattr(error, "orig", None) or error)
         raise MonitoringUnavailable(f"cannot reach the MLflow registry: {reason}") from None
     if not found.run_id:
         raise MonitoringConfigError(f"model {name!r} version {found.version} has no run")
@@ -103,7 +92,7 @@ def _download(client: object, uri: str, target: Path) -> Path:
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
     except (MlflowException, OSError) as error:
-        raise MonitoringUnavailable(f"cannot download {uri}: {_first_line(error)}") from None
+        raise MonitoringUnavailable(f"cannot download {uri}: {first_line(error)}") from None
 
 
 def check_reference(reference: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame:
@@ -127,7 +116,7 @@ def load_reference(
     import mlflow
 
     client = _client(settings)
-    uri = _tracking_url(settings.mlflow_tracking_uri)
+    uri = tracking_url(settings.mlflow_tracking_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     settings.download_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +138,7 @@ def load_reference(
             reference = pd.read_parquet(reference_file)
         except (OSError, ValueError) as error:
             raise MonitoringConfigError(
-                f"cannot read the reference data of run {run_id}: {_first_line(error)}"
+                f"cannot read the reference data of run {run_id}: {first_line(error)}"
             ) from None
     return WatchedModel(
         name=name,

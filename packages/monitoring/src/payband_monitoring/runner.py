@@ -11,6 +11,7 @@ from nannyml.exceptions import NannyMLException
 
 from payband_audit import AuditConfigError, AuditSettings, AuditUnavailable
 from payband_audit.reader import AuditReader
+from payband_contracts.cli_support import first_line
 from payband_monitoring.analysis import Analysis, analyse
 from payband_monitoring.errors import MonitoringConfigError, MonitoringError, MonitoringUnavailable
 from payband_monitoring.reference import WatchedModel, load_reference, resolve_model
@@ -21,11 +22,6 @@ from payband_monitoring.store import ResultStore
 __all__ = ["Monitor"]
 
 logger = logging.getLogger("payband_monitoring")
-
-
-def _first(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
 
 
 class Monitor:
@@ -62,11 +58,12 @@ class Monitor:
             return analyse(model, records, self.settings, str(uuid.uuid4()))
         except NannyMLException as error:
             raise MonitoringError(
-                f"NannyML could not analyse the records: {_first(error)}"
+                f"NannyML could not analyse the records: {first_line(error)}"
             ) from None
         except (ValueError, KeyError, TypeError) as error:
             # Data that does not fit the reference format or the catalogue.
-            raise MonitoringConfigError(f"cannot analyse the records: {_first(error)}") from None
+            reason = first_line(error)
+            raise MonitoringConfigError(f"cannot analyse the records: {reason}") from None
 
     def run(self) -> Analysis:
         """Analyse, store the results and write the report to the state directory."""

@@ -89,16 +89,14 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
-def create_app(settings: MonitoringSettings, loop: Loop, *, run_loop: bool = True) -> FastAPI:
+def create_app(settings: MonitoringSettings, loop: Loop) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if run_loop:
-            loop.start()
+        loop.start()
         try:
             yield
         finally:
-            if run_loop:
-                loop.stop()
+            loop.stop()
 
     app = FastAPI(title="payband monitoring", lifespan=lifespan, docs_url=None, redoc_url=None)
 

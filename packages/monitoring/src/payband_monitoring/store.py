@@ -17,6 +17,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
+from payband_contracts.cli_support import first_line
 from payband_monitoring.analysis import Analysis
 from payband_monitoring.errors import MonitoringConfigError, MonitoringError, MonitoringUnavailable
 
@@ -63,18 +64,13 @@ def _where(url: str) -> str:
     return f"{host}:{params.get('port', 5432)}/{params.get('dbname', '')}"
 
 
-def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
-
-
 @contextmanager
 def _clear_errors(url: str, doing: str) -> Iterator[None]:
     try:
         yield
     except psycopg.OperationalError as error:
         raise MonitoringUnavailable(
-            f"cannot {doing} at {_where(url)}: {_first_line(error)}"
+            f"cannot {doing} at {_where(url)}: {first_line(error)}"
         ) from None
     except psycopg.errors.UndefinedTable:
         raise MonitoringConfigError(
@@ -82,9 +78,9 @@ def _clear_errors(url: str, doing: str) -> Iterator[None]:
             "run `payband-monitoring migrate`"
         ) from None
     except psycopg.errors.InsufficientPrivilege as error:
-        raise MonitoringConfigError(f"cannot {doing}: {_first_line(error)}") from None
+        raise MonitoringConfigError(f"cannot {doing}: {first_line(error)}") from None
     except psycopg.Error as error:
-        raise MonitoringError(f"cannot {doing} at {_where(url)}: {_first_line(error)}") from None
+        raise MonitoringError(f"cannot {doing} at {_where(url)}: {first_line(error)}") from None
 
 
 def _connect(url: str, timeout: int, **options: Any) -> psycopg.Connection[Any]:
@@ -112,12 +108,12 @@ def migrate(database_url: str, revision: str = "head") -> None:
     try:
         command.upgrade(config, revision)
     except DBAPIError as error:
-        reason = _first_line(error.orig) if error.orig else _first_line(error)
+        reason = first_line(error.orig) if error.orig else first_line(error)
         raise MonitoringUnavailable(
             f"cannot migrate the monitoring database at {_where(database_url)}: {reason}"
         ) from None
     except (CommandError, ArgumentError, ValueError) as error:
-        raise MonitoringConfigError(_first_line(error)) from None
+        raise MonitoringConfigError(first_line(error)) from None
 
 
 def current_revision(database_url: str) -> str | None:
@@ -181,13 +177,6 @@ class ResultStore:
             }
             with conn.cursor() as cursor:
                 cursor.executemany(UPSERT, [asdict(row) | common for row in analysis.results])
-
-    def runs(self, *, limit: int = 20) -> list[dict[str, Any]]:
-        """The latest runs, newest first."""
-        with self._connect("read monitoring runs") as conn:
-            return conn.execute(
-                "SELECT * FROM monitoring.runs ORDER BY finished_at DESC LIMIT %s", (limit,)
-            ).fetchall()
 
     def history(
         self,

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import xgboost as xgb
 
 from payband_contracts.model import METADATA_FILE, ModelSchema, ModelSchemaError
-from payband_contracts.tracking import tracking_problem
+from payband_contracts.tracking import tracking_problem, tracking_url
 
 __all__ = [
     "ARTIFACTS_DIR",
@@ -126,14 +126,6 @@ def _local(uri: str) -> ModelSource:
         raise ModelSourceError(f"model directory {directory} does not exist")
     folder = model_folder(directory)
     return ModelSource(uri=uri, folder=folder, schema=_read_schema(folder))
-
-
-def tracking_url(uri: str) -> str:
-    """The SQLAlchemy URL MLflow needs for a tracking URI."""
-    # postgresql:// would mean psycopg2, which is not installed; psycopg 3 is.
-    if uri.startswith("postgresql://"):
-        return "postgresql+psycopg://" + uri.removeprefix("postgresql://")
-    return uri
 
 
 def check_tracking_database(uri: str) -> None:

@@ -15,9 +15,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = ["ServerProcess", "start_server_process", "wait_until_ready"]
 
@@ -102,3 +103,41 @@ def answers_ok(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return False
+
+
+@dataclass
+class HttpServer(ServerProcess):
+    """A server process that answers HTTP on 127.0.0.1:``port``."""
+
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+ServerT = TypeVar("ServerT", bound=HttpServer)
+
+
+@contextlib.contextmanager
+def healthy_server(
+    kind: type[ServerT],
+    command: Sequence[str],
+    *,
+    port: int,
+    log_path: Path,
+    env: Mapping[str, str],
+    what: str,
+    timeout: float,
+) -> Iterator[ServerT]:
+    """Run ``command`` (listening on ``port``) until it answers ``/healthz``; stopped on exit,
+    also when the test fails."""
+    started = start_server_process(command, log_path, env)
+    server = kind(started.process, started.log_path, port=port)
+    try:
+        wait_until_ready(
+            server, lambda: answers_ok(f"{server.url}/healthz"), what=what, timeout=timeout
+        )
+        yield server
+    finally:
+        server.stop()

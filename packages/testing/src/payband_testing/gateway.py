@@ -15,12 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from payband_testing._process import (
-    ServerProcess,
-    answers_ok,
-    start_server_process,
-    wait_until_ready,
-)
+from payband_testing._process import HttpServer, healthy_server
 from payband_testing.checks import free_port
 
 __all__ = ["GatewayServer", "TestKey", "gateway_server"]
@@ -45,15 +40,8 @@ class TestKey:
         return {"X-API-Key": self.key}
 
 
-@dataclass
-class GatewayServer(ServerProcess):
+class GatewayServer(HttpServer):
     """A running ``payband-gateway serve``."""
-
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @contextlib.contextmanager
@@ -75,16 +63,16 @@ def gateway_server(
         "PAYBAND_GATEWAY_API_KEYS": json.dumps([key.entry() for key in keys]),
         **(env or {}),
     }
-    with tempfile.TemporaryDirectory(prefix="payband-gateway-") as tmp:
-        started = start_server_process(command, Path(tmp) / "gateway.log", settings)
-        server = GatewayServer(started.process, started.log_path, port=port)
-        try:
-            wait_until_ready(
-                server,
-                lambda: answers_ok(f"{server.url}/healthz"),
-                what="payband-gateway",
-                timeout=startup_timeout,
-            )
-            yield server
-        finally:
-            server.stop()
+    with (
+        tempfile.TemporaryDirectory(prefix="payband-gateway-") as tmp,
+        healthy_server(
+            GatewayServer,
+            command,
+            port=port,
+            log_path=Path(tmp) / "gateway.log",
+            env=settings,
+            what="payband-gateway",
+            timeout=startup_timeout,
+        ) as server,
+    ):
+        yield server

@@ -5,29 +5,16 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from payband_testing._process import (
-    ServerProcess,
-    answers_ok,
-    start_server_process,
-    wait_until_ready,
-)
+from payband_testing._process import HttpServer, healthy_server
 from payband_testing.checks import free_port
 
 __all__ = ["MonitoringServer", "monitoring_server"]
 
 
-@dataclass
-class MonitoringServer(ServerProcess):
+class MonitoringServer(HttpServer):
     """A running ``payband-monitoring serve``."""
-
-    port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @contextlib.contextmanager
@@ -53,15 +40,13 @@ def monitoring_server(
         **(env or {}),
     }
     state_dir.mkdir(parents=True, exist_ok=True)
-    started = start_server_process(command, state_dir / "monitoring.log", settings)
-    server = MonitoringServer(started.process, started.log_path, port=port)
-    try:
-        wait_until_ready(
-            server,
-            lambda: answers_ok(f"{server.url}/healthz"),
-            what="payband-monitoring",
-            timeout=startup_timeout,
-        )
+    with healthy_server(
+        MonitoringServer,
+        command,
+        port=port,
+        log_path=state_dir / "monitoring.log",
+        env=settings,
+        what="payband-monitoring",
+        timeout=startup_timeout,
+    ) as server:
         yield server
-    finally:
-        server.stop()
