@@ -1,14 +1,25 @@
-"""Synthetic features snapshots shared by the training tests."""
+"""Synthetic features snapshots and a real MLflow registry, shared by the training tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import mlflow
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from payband_contracts import FEATURE_CATALOGUE, SalaryBands
+from payband_testing.postgres import PostgresConnectionInfo
+from payband_training.registry import Registration, register
+from payband_training.settings import TrainingSettings
+from payband_training.tracking import MODEL_CARD_FILE
 
 RAW_URI = "local://raw/adult@" + "0" * 64
 
@@ -63,3 +74,86 @@ def _synthetic_snapshot(
 def synthetic_snapshot() -> Callable[..., pd.DataFrame]:
     """Make rows shaped like a features.parquet: ``synthetic_snapshot(rows, *, edges, seed)``."""
     return _synthetic_snapshot
+
+
+class LowestBand(mlflow.pyfunc.PythonModel):
+    """Predicts band 0 for every row."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> list[int]:
+        return [0] * len(model_input)
+
+
+@dataclass(frozen=True)
+class Trained:
+    registration: Registration
+    model_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Store:
+    """MLflow tracking and registry in one database; tiny stand-in models to register in it.
+
+    The models are stand-ins: what matters to these tests is the registry, not predictions.
+    """
+
+    settings: TrainingSettings
+    client: MlflowClient
+    experiment_id: str
+
+    def log_model(self, metrics: dict[str, float]) -> tuple[str, str]:
+        """A run with these metrics and a logged stand-in model: (model URI, run id)."""
+        with mlflow.start_run(experiment_id=self.experiment_id) as run:
+            mlflow.log_metrics(metrics)
+            # Explicit requirements: inferring them exports the uv project, slow and irrelevant.
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=LowestBand(), pip_requirements=["mlflow"]
+            )
+        return info.model_uri, run.info.run_id
+
+    def register(self, metrics: dict[str, float]) -> Trained:
+        """Log a model in a new run and register it through this store's client."""
+        model_uri, run_id = self.log_model(metrics)
+        registration = register(model_uri, run_id, metrics, self.settings, client=self.client)
+        return Trained(registration, model_uri.removeprefix("models:/"), run_id)
+
+    def log_card(self, run_id: str, text: str) -> None:
+        """Log ``text`` as the run's model card, as training does."""
+        self.client.log_text(run_id, text, MODEL_CARD_FILE)
+
+    def card(self, run_id: str) -> str:
+        """The run's model card as now logged."""
+        with tempfile.TemporaryDirectory() as directory:
+            path = self.client.download_artifacts(run_id, MODEL_CARD_FILE, directory)
+            return Path(path).read_text(encoding="utf-8")
+
+    def alias_version(self) -> str:
+        registered = self.client.get_registered_model(self.settings.model_name)
+        return str(registered.aliases[self.settings.champion_alias])
+
+    def version_tags(self, version: str) -> dict[str, str]:
+        return self.client.get_model_version(self.settings.model_name, version).tags
+
+
+@pytest.fixture
+def store(
+    postgres_database: PostgresConnectionInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Store]:
+    """MLflow tracking and registry in a fresh database, artifacts under tmp_path."""
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; monkeypatch restores the variable.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(postgres_database.url)
+    try:
+        experiment_id = mlflow.create_experiment(
+            "registry-test", artifact_location=(tmp_path / "artifacts").as_uri()
+        )
+        settings = TrainingSettings(
+            mlflow_tracking_uri=postgres_database.url,
+            mlflow_artifact_root=(tmp_path / "artifacts").as_uri(),
+            min_roc_auc=0.8,
+            min_disparate_impact=0.8,
+            champion_tolerance=0.01,
+        )
+        yield Store(settings, MlflowClient(postgres_database.url), experiment_id)
+    finally:
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]

@@ -1,4 +1,5 @@
-"""payband-training train through its console script, on a real Adult features snapshot."""
+"""payband-training through its console script: train on a real Adult features snapshot;
+promote on a registry of stand-in models (the ``store`` fixture)."""
 
 from __future__ import annotations
 
@@ -102,3 +103,98 @@ def test_a_bad_setting_is_one_line(environment) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid setting: trials:")
     assert "Traceback" not in result.stderr
+
+
+PASSED = {"roc_auc": 0.90, "sex_disparate_impact": 0.90, "race_disparate_impact": 0.90}
+UNFAIR = {"roc_auc": 0.95, "sex_disparate_impact": 0.32, "race_disparate_impact": 0.90}
+REASON = "Demonstration only: the labels of UCI Adult fail the fairness gate themselves"
+
+
+def promote(store, *args: str) -> subprocess.CompletedProcess[str]:
+    """payband-training promote against the store's MLflow."""
+    environment = {
+        **os.environ,
+        "PAYBAND_TRAINING_MLFLOW_TRACKING_URI": store.settings.mlflow_tracking_uri,
+    }
+    return payband_training(environment, "promote", *args)
+
+
+def test_promote_refuses_a_version_that_failed_its_gates_in_one_line(store) -> None:
+    store.register(PASSED)
+    store.register(UNFAIR)
+
+    result = promote(store, "2")
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: version 2 of 'salary-band' failed its gates: sex disparate impact 0.320 < 0.800; "
+        "to promote it anyway, record an override with --override-gates --reason TEXT --by NAME"
+    )
+    assert store.alias_version() == "1"
+
+
+def test_promote_with_override_records_it_and_moves_the_champion(store) -> None:
+    store.register(PASSED)
+    unfair = store.register(UNFAIR)
+    store.log_card(unfair.run_id, "# Model card: salary-band\n")
+
+    result = promote(store, "2", "--override-gates", "--reason", REASON, "--by", "Jane Doe")
+
+    assert result.returncode == 0, result.stderr
+    assert "salary-band version 2 is champion (before: 1)" in result.stdout
+    assert "gates overridden by Jane Doe" in result.stdout
+    assert store.alias_version() == "2"
+    tags = store.version_tags("2")
+    assert (tags["gate.override"], tags["gate.override_by"]) == ("true", "Jane Doe")
+    assert tags["gate.override_reason"] == REASON
+    assert "- Why: " + REASON in store.card(unfair.run_id)
+
+
+def test_promote_moves_the_champion_to_a_version_that_passed(store) -> None:
+    store.register(PASSED)
+    store.register(PASSED | {"roc_auc": 0.92})
+    assert store.alias_version() == "2"
+
+    result = promote(store, "1")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "salary-band version 1 is champion (before: 2)"
+    assert store.alias_version() == "1"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["2", "--override-gates", "--by", "Jane Doe"],
+            "error: --override-gates needs --reason TEXT and --by NAME: "
+            "an override records who and why",
+        ),
+        (
+            ["2", "--reason", REASON, "--by", "Jane Doe"],
+            "error: --reason and --by go with --override-gates; "
+            "a version that passed needs neither",
+        ),
+        (
+            ["2", "--override-gates", "--reason", "because", "--by", "Jane Doe"],
+            "error: reason: at least 20 characters are required, got 7; "
+            "say why the failed gates may be overridden",
+        ),
+        (
+            ["7", "--override-gates", "--reason", REASON, "--by", "Jane Doe"],
+            "error: unknown version '7' of registered model 'salary-band'",
+        ),
+    ],
+)
+def test_a_refused_promotion_is_one_line_and_changes_nothing(
+    store, args: list[str], message: str
+) -> None:
+    store.register(PASSED)
+    store.register(UNFAIR)
+
+    result = promote(store, *args)
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == message
+    assert store.alias_version() == "1"
+    assert "gate.override" not in store.version_tags("2")

@@ -9,7 +9,13 @@ import pytest
 from mlflow.utils.validation import _validate_tag_name
 
 from payband_training.evaluate import evaluate
-from payband_training.gates import MAX_TAG_VALUE_LENGTH, GateDecision, as_tags, decide
+from payband_training.gates import (
+    MAX_TAG_VALUE_LENGTH,
+    GateDecision,
+    as_tags,
+    decide,
+    failed_reasons,
+)
 
 GOOD = {"roc_auc": 0.912, "sex_disparate_impact": 0.9, "race_disparate_impact": 0.85}
 
@@ -175,6 +181,35 @@ def test_tags_of_a_promotion_and_a_rejection() -> None:
     assert "sex disparate impact 0.310 < 0.800" in tags["gate.reasons"]
     for key in tags:
         _validate_tag_name(key)
+
+
+def test_a_rejection_records_the_failed_gates_one_a_line() -> None:
+    decision = gate(GOOD | {"roc_auc": 0.7, "race_disparate_impact": math.nan})
+    assert decision.failed == [
+        "roc_auc 0.700 < 0.800",
+        "race disparate impact is not a number (metric 'race_disparate_impact'); "
+        "at least 0.800 is required",
+    ]
+    tags = as_tags(decision)
+    assert tags["gate.failed"] == "\n".join(decision.failed)
+    assert failed_reasons(tags) == tuple(decision.failed)
+    assert gate(GOOD).failed == []
+    assert failed_reasons(as_tags(gate(GOOD))) == ()
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        # Tagged before gate.failed existed: the whole recorded reasons.
+        ({"gate.decision": "rejected", "gate.reasons": "a >= b; c < d"}, ("a >= b; c < d",)),
+        ({"gate.decision": "rejected"}, ("rejected, reason unknown",)),
+        ({}, ("no gate decision is recorded on this version",)),
+    ],
+)
+def test_failed_reasons_of_versions_without_the_failed_tag(
+    tags: dict[str, str], expected: tuple[str, ...]
+) -> None:
+    assert failed_reasons(tags) == expected
 
 
 def test_long_reasons_are_cut_to_the_tag_limit() -> None:

@@ -1,4 +1,4 @@
-"""The gated registry against a real MLflow on the embedded PostgreSQL.
+"""The gated registry against a real MLflow on the embedded PostgreSQL (``store`` fixture).
 
 The models are tiny stand-ins: what matters here is the registry, not what the model predicts.
 """
@@ -8,28 +8,31 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 import mlflow
 import mlflow.pyfunc
 import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
-from payband_testing.postgres import PostgresConnectionInfo
 from payband_training.evaluate import FAIRNESS_SUMMARIES, QUALITY_METRICS, fairness_metric_name
-from payband_training.gates import DECISION_TAG, REASONS_TAG
+from payband_training.gates import DECISION_TAG, FAILED_TAG, REASONS_TAG
 from payband_training.registry import (
     CHAMPION_TAG,
     MODEL_DESCRIPTION,
     MODEL_ID_TAG,
     NO_CHAMPION,
-    Registration,
+    OVERRIDE_AT_TAG,
+    OVERRIDE_BY_TAG,
+    OVERRIDE_PREVIOUS_TAG,
+    OVERRIDE_REASON_TAG,
+    OVERRIDE_TAG,
+    GatesFailed,
+    Override,
     RegistryError,
     champion,
+    promote,
+    promote_with_override,
     register,
 )
 from payband_training.settings import TrainingSettings
@@ -37,44 +40,6 @@ from payband_training.settings import TrainingSettings
 ROC_AUC = "roc_auc"
 SEX_DI = fairness_metric_name("sex", "disparate_impact")
 RACE_DI = fairness_metric_name("race", "disparate_impact")
-
-
-class LowestBand(mlflow.pyfunc.PythonModel):
-    """Predicts band 0 for every row."""
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> list[int]:
-        return [0] * len(model_input)
-
-
-@dataclass(frozen=True)
-class Store:
-    settings: TrainingSettings
-    client: MlflowClient
-    experiment_id: str
-
-
-@pytest.fixture
-def store(
-    postgres_database: PostgresConnectionInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Store]:
-    """MLflow tracking and registry in a fresh database, artifacts under tmp_path."""
-    # set_tracking_uri also exports MLFLOW_TRACKING_URI; monkeypatch restores the variable.
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    mlflow.set_tracking_uri(postgres_database.url)
-    try:
-        experiment_id = mlflow.create_experiment(
-            "registry-test", artifact_location=(tmp_path / "artifacts").as_uri()
-        )
-        settings = TrainingSettings(
-            mlflow_tracking_uri=postgres_database.url,
-            mlflow_artifact_root=(tmp_path / "artifacts").as_uri(),
-            min_roc_auc=0.8,
-            min_disparate_impact=0.8,
-            champion_tolerance=0.01,
-        )
-        yield Store(settings, MlflowClient(postgres_database.url), experiment_id)
-    finally:
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
 
 
 def candidate_metrics(
@@ -88,45 +53,11 @@ def candidate_metrics(
     return {**metrics, ROC_AUC: roc_auc, SEX_DI: sex_di, RACE_DI: race_di}
 
 
-def log_model(store: Store, metrics: dict[str, float]) -> tuple[str, str]:
-    """A run with these metrics and a logged stand-in model: (model URI, run id)."""
-    with mlflow.start_run(experiment_id=store.experiment_id) as run:
-        mlflow.log_metrics(metrics)
-        # Explicit requirements: inferring them exports the uv project, slow and beside the point.
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=LowestBand(), pip_requirements=["mlflow"]
-        )
-    return info.model_uri, run.info.run_id
-
-
-@dataclass(frozen=True)
-class Trained:
-    registration: Registration
-    model_id: str
-    run_id: str
-
-
-def train_and_register(store: Store, metrics: dict[str, float]) -> Trained:
-    """Log a model in a new run and register it through the test's client."""
-    model_uri, run_id = log_model(store, metrics)
-    registration = register(model_uri, run_id, metrics, store.settings, client=store.client)
-    return Trained(registration, model_uri.removeprefix("models:/"), run_id)
-
-
-def alias_version(store: Store) -> str:
-    registered = store.client.get_registered_model(store.settings.model_name)
-    return str(registered.aliases[store.settings.champion_alias])
-
-
-def version_tags(store: Store, version: str) -> dict[str, str]:
-    return store.client.get_model_version(store.settings.model_name, version).tags
-
-
-def test_the_champion_alias_moves_only_when_every_gate_passes(store: Store) -> None:
+def test_the_champion_alias_moves_only_when_every_gate_passes(store) -> None:
     name = store.settings.model_name
     assert champion(store.settings) is None
 
-    trained = train_and_register(store, candidate_metrics(0.90))
+    trained = store.register(candidate_metrics(0.90))
     first = trained.registration
     assert (first.name, first.version, first.promoted, first.previous_champion) == (
         name,
@@ -135,8 +66,8 @@ def test_the_champion_alias_moves_only_when_every_gate_passes(store: Store) -> N
         None,
     )
     assert store.client.get_registered_model(name).description == MODEL_DESCRIPTION
-    assert alias_version(store) == "1"
-    assert version_tags(store, "1") == {
+    assert store.alias_version() == "1"
+    assert store.version_tags("1") == {
         DECISION_TAG: "promoted",
         REASONS_TAG: "; ".join(first.decision.reasons),
         CHAMPION_TAG: NO_CHAMPION,
@@ -145,35 +76,39 @@ def test_the_champion_alias_moves_only_when_every_gate_passes(store: Store) -> N
     assert "no champion to compare with" in first.decision.reasons
 
     # Worse than the champion (read from version 1's run) by more than the tolerance.
-    worse = train_and_register(store, candidate_metrics(0.85)).registration
+    worse = store.register(candidate_metrics(0.85)).registration
     assert (worse.version, worse.promoted, worse.previous_champion) == ("2", False, "1")
-    tags = version_tags(store, "2")
+    tags = store.version_tags("2")
     assert tags[DECISION_TAG] == "rejected"
     assert tags[CHAMPION_TAG] == "1"
     assert (
         "roc_auc 0.850 is 0.050 below champion 0.900, more than tolerance 0.010"
         in tags[REASONS_TAG]
     )
-    assert alias_version(store) == "1"
+    assert tags[FAILED_TAG] == (
+        "roc_auc 0.850 is 0.050 below champion 0.900, more than tolerance 0.010"
+    )
+    assert store.alias_version() == "1"
 
     # Better AUC, but fails the fairness gate.
-    unfair = train_and_register(store, candidate_metrics(0.95, sex_di=0.5)).registration
+    unfair = store.register(candidate_metrics(0.95, sex_di=0.5)).registration
     assert (unfair.version, unfair.promoted) == ("3", False)
-    tags = version_tags(store, "3")
+    tags = store.version_tags("3")
     assert tags[DECISION_TAG] == "rejected"
     assert "sex disparate impact 0.500 < 0.800" in tags[REASONS_TAG]
     assert "roc_auc 0.950 >= champion 0.900" in tags[REASONS_TAG]
-    assert alias_version(store) == "1"
+    assert tags[FAILED_TAG] == "sex disparate impact 0.500 < 0.800"
+    assert store.alias_version() == "1"
 
     # Slightly below the champion, within the tolerance.
-    trained = train_and_register(store, candidate_metrics(0.895))
+    trained = store.register(candidate_metrics(0.895))
     close = trained.registration
     assert (close.version, close.promoted, close.previous_champion) == ("4", True, "1")
-    tags = version_tags(store, "4")
+    tags = store.version_tags("4")
     assert tags[DECISION_TAG] == "promoted"
     assert tags[CHAMPION_TAG] == "1"
     assert "within tolerance 0.010" in tags[REASONS_TAG]
-    assert alias_version(store) == "4"
+    assert store.alias_version() == "4"
 
     current = champion(store.settings)
     assert current is not None
@@ -182,9 +117,9 @@ def test_the_champion_alias_moves_only_when_every_gate_passes(store: Store) -> N
     assert sorted(int(v.version) for v in versions) == [1, 2, 3, 4]
 
 
-def test_the_version_points_at_the_logged_model(store: Store) -> None:
+def test_the_version_points_at_the_logged_model(store) -> None:
     metrics = candidate_metrics(0.9)
-    model_uri, run_id = log_model(store, metrics)
+    model_uri, run_id = store.log_model(metrics)
     model_id = model_uri.removeprefix("models:/")
 
     registration = register(model_uri, run_id, metrics, store.settings)
@@ -198,9 +133,9 @@ def test_the_version_points_at_the_logged_model(store: Store) -> None:
     assert list(loaded.predict(pd.DataFrame({"age": [30, 40]}))) == [0, 0]
 
 
-def test_a_runs_uri_names_the_model_the_run_logged(store: Store) -> None:
+def test_a_runs_uri_names_the_model_the_run_logged(store) -> None:
     metrics = candidate_metrics(0.9)
-    model_uri, run_id = log_model(store, metrics)
+    model_uri, run_id = store.log_model(metrics)
 
     registration = register(f"runs:/{run_id}/model", run_id, metrics, store.settings)
 
@@ -219,10 +154,8 @@ def test_a_runs_uri_names_the_model_the_run_logged(store: Store) -> None:
         ("file:///tmp/model", "unsupported model URI"),
     ],
 )
-def test_a_model_uri_that_names_no_logged_model_is_refused(
-    store: Store, uri: str, message: str
-) -> None:
-    _, run_id = log_model(store, candidate_metrics(0.9))
+def test_a_model_uri_that_names_no_logged_model_is_refused(store, uri: str, message: str) -> None:
+    _, run_id = store.log_model(candidate_metrics(0.9))
 
     with pytest.raises(RegistryError, match=message) as raised:
         register(uri, run_id, candidate_metrics(0.9), store.settings)
@@ -231,9 +164,9 @@ def test_a_model_uri_that_names_no_logged_model_is_refused(
     assert store.client.search_registered_models() == []
 
 
-def test_a_model_logged_by_another_run_is_refused(store: Store) -> None:
-    model_uri, run_id = log_model(store, candidate_metrics(0.9))
-    _, other_run_id = log_model(store, candidate_metrics(0.9))
+def test_a_model_logged_by_another_run_is_refused(store) -> None:
+    model_uri, run_id = store.log_model(candidate_metrics(0.9))
+    _, other_run_id = store.log_model(candidate_metrics(0.9))
 
     with pytest.raises(RegistryError, match=f"logged by run {run_id}, not {other_run_id}"):
         register(model_uri, other_run_id, candidate_metrics(0.9), store.settings)
@@ -261,3 +194,149 @@ def test_an_unreachable_tracking_store_fails_fast_in_one_line() -> None:
     message = str(raised.value)
     assert "\n" not in message
     assert "secret" not in message
+
+
+CARD = "# Model card: salary-band\n\n## Gate decision\n\nRejected: not champion.\n"
+REASON = "Demonstration: the fairness gate fails on the labels of UCI Adult themselves"
+UNFAIR = ("sex disparate impact 0.500 < 0.800", "race disparate impact 0.600 < 0.800")
+OVERRIDE_TAGS = {
+    OVERRIDE_TAG,
+    OVERRIDE_REASON_TAG,
+    OVERRIDE_BY_TAG,
+    OVERRIDE_AT_TAG,
+    OVERRIDE_PREVIOUS_TAG,
+}
+
+
+def champion_and_unfair(store):
+    """Version 1 champion; version 2 with a better AUC, failing both fairness gates, a card."""
+    store.register(candidate_metrics(0.90))
+    unfair = store.register(candidate_metrics(0.95, sex_di=0.5, race_di=0.6))
+    assert not unfair.registration.promoted
+    store.log_card(unfair.run_id, CARD)
+    return unfair
+
+
+def test_a_failed_version_becomes_champion_only_through_a_recorded_override(store) -> None:
+    unfair = champion_and_unfair(store)
+    with pytest.raises(GatesFailed, match="version 2 of 'salary-band' failed its gates") as raised:
+        promote("2", store.settings, client=store.client)
+    assert raised.value.failed_reasons == UNFAIR
+    assert store.alias_version() == "1"
+
+    before = datetime.now(UTC).replace(microsecond=0)
+    override = promote_with_override(
+        "2", f"  {REASON}\n", " payband\tdemo ", store.settings, client=store.client
+    )
+
+    assert override == Override(
+        name="salary-band",
+        version="2",
+        previous_champion="1",
+        reason=REASON,
+        actor="payband demo",
+        at=override.at,
+        failed_reasons=UNFAIR,
+    )
+    assert before <= override.at <= datetime.now(UTC)
+    assert store.alias_version() == "2"
+    tags = store.version_tags("2")
+    assert {key: tags[key] for key in OVERRIDE_TAGS} == {
+        OVERRIDE_TAG: "true",
+        OVERRIDE_REASON_TAG: REASON,
+        OVERRIDE_BY_TAG: "payband demo",
+        OVERRIDE_AT_TAG: override.at.isoformat(),
+        OVERRIDE_PREVIOUS_TAG: "1",
+    }
+    assert datetime.fromisoformat(tags[OVERRIDE_AT_TAG]).utcoffset() == timedelta(0)
+    # The gate decision itself stays as it was: the override is recorded beside it.
+    assert tags[DECISION_TAG] == "rejected"
+    assert OVERRIDE_TAGS.isdisjoint(store.version_tags("1"))
+
+    card = store.card(unfair.run_id)
+    assert card.startswith(CARD.rstrip("\n") + "\n\n## Override\n")
+    override_section = card.split("## Override\n", 1)[1]
+    assert "- By: payband demo" in override_section
+    assert f"- When: {override.at.isoformat()}" in override_section
+    assert f"- Why: {REASON}" in override_section
+    assert "- Champion before: version 1" in override_section
+    for reason in UNFAIR:
+        assert f"  - {reason}\n" in override_section
+
+
+def test_a_second_override_replaces_the_override_section(store) -> None:
+    unfair = champion_and_unfair(store)
+    promote_with_override("2", REASON, "payband demo", store.settings, client=store.client)
+
+    again = promote_with_override(
+        "2", "Confirmed by the oversight board after review", "Jane Doe", store.settings
+    )
+
+    card = store.card(unfair.run_id)
+    assert card.count("## Override") == 1
+    assert card.count("## Gate decision") == 1
+    assert "- By: Jane Doe" in card
+    assert "payband demo" not in card
+    assert card.count("sex disparate impact 0.500 < 0.800") == 1
+    assert "- Champion before: version 2" in card
+    assert again.previous_champion == "2"
+    tags = store.version_tags("2")
+    assert (tags[OVERRIDE_BY_TAG], tags[OVERRIDE_PREVIOUS_TAG]) == ("Jane Doe", "2")
+
+
+def test_a_version_that_passed_is_promoted_without_an_override_record(store) -> None:
+    first = store.register(candidate_metrics(0.90))
+    store.register(candidate_metrics(0.95))
+    assert store.alias_version() == "2"
+
+    # No card is logged: nothing is written to it when nothing is overridden.
+    back = promote_with_override("1", REASON, "payband demo", store.settings)
+
+    assert (back.version, back.previous_champion, back.failed_reasons) == ("1", "2", ())
+    assert store.alias_version() == "1"
+    assert OVERRIDE_TAGS.isdisjoint(store.version_tags("1"))
+    assert store.client.list_artifacts(first.run_id, "model_card.md") == []
+
+    plain = promote("2", store.settings)
+    assert (plain.version, plain.previous_champion) == ("2", "1")
+    assert store.alias_version() == "2"
+
+
+@pytest.mark.parametrize(
+    ("version", "reason", "actor", "error", "message"),
+    [
+        ("9", REASON, "payband demo", RegistryError, "^unknown version '9' of registered model"),
+        ("two", REASON, "payband demo", RegistryError, "^unknown version 'two' of registered"),
+        ("2", "too short, sorry", "payband demo", ValueError, "^reason: at least 20 characters"),
+        ("2", " \n ", "payband demo", ValueError, "^reason: must not be empty"),
+        ("2", REASON, "  ", ValueError, "^actor: must not be empty"),
+    ],
+)
+def test_a_refused_override_changes_nothing(
+    store, version: str, reason: str, actor: str, error: type[Exception], message: str
+) -> None:
+    unfair = champion_and_unfair(store)
+
+    with pytest.raises(error, match=message) as raised:
+        promote_with_override(version, reason, actor, store.settings)
+
+    assert "\n" not in str(raised.value)
+    assert store.alias_version() == "1"
+    assert OVERRIDE_TAGS.isdisjoint(store.version_tags("2"))
+    assert store.card(unfair.run_id) == CARD
+
+
+def test_an_override_without_a_model_card_records_nothing(store) -> None:
+    store.register(candidate_metrics(0.90))
+    unfair = store.register(candidate_metrics(0.95, sex_di=0.5))
+
+    with pytest.raises(RegistryError, match=f"no model_card.md in its run {unfair.run_id}"):
+        promote_with_override("2", REASON, "payband demo", store.settings)
+
+    assert store.alias_version() == "1"
+    assert OVERRIDE_TAGS.isdisjoint(store.version_tags("2"))
+
+
+def test_promoting_before_any_registration_is_refused(store) -> None:
+    with pytest.raises(RegistryError, match="no registered model 'salary-band' yet"):
+        promote("1", store.settings)

@@ -2,13 +2,14 @@
 
 Markdown, logged with every training run (``model_card.md``); written for the people who
 decide whether and how the model is used (EU AI Act Art. 11 and 13), not for engineers only.
+A version made champion despite failed gates gets an "Override" section (`with_override`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from payband_contracts import SalaryBands
 from payband_training.evaluate import Evaluation
@@ -16,7 +17,12 @@ from payband_training.features import PROTECTED
 from payband_training.gates import GateDecision
 from payband_training.model import ModelSchema
 
-__all__ = ["model_card"]
+if TYPE_CHECKING:
+    from payband_training.registry import Override
+
+__all__ = ["OVERRIDE_HEADING", "model_card", "with_override"]
+
+OVERRIDE_HEADING = "## Override"
 
 _SOURCES = {
     "adult": "UCI Adult (person records from the {year} US Census database)",
@@ -203,3 +209,34 @@ def model_card(
         _gate(decision),
     ]
     return "\n\n".join("\n".join(section) for section in sections) + "\n"
+
+
+def _override(override: Override) -> list[str]:
+    previous = (
+        f"version {override.previous_champion}" if override.previous_champion else "no version"
+    )
+    return [
+        OVERRIDE_HEADING,
+        "",
+        f"Version {_cell(override.version)} was made champion although it failed the gates "
+        "above: the gates were not lowered, a person overrode their decision.",
+        "",
+        f"- By: {_cell(override.actor)}",
+        f"- When: {override.at.isoformat()}",
+        f"- Why: {_cell(override.reason)}",
+        f"- Champion before: {previous}",
+        "- Failed gates:",
+        *(f"  - {_cell(reason)}" for reason in override.failed_reasons),
+    ]
+
+
+def with_override(card: str, override: Override) -> str:
+    """The card with an "Override" section at its end, replacing an earlier one."""
+    lines = card.rstrip("\n").splitlines()
+    if OVERRIDE_HEADING in lines:
+        start = lines.index(OVERRIDE_HEADING)
+        after = [i for i, line in enumerate(lines) if i > start and line.startswith("## ")]
+        end = after[0] if after else len(lines)
+        lines = lines[:start] + lines[end:]
+    kept = "\n".join(lines).rstrip("\n")
+    return f"{kept}\n\n" + "\n".join(_override(override)) + "\n"

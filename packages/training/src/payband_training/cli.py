@@ -114,5 +114,60 @@ def train(
     Console().print(_summary(outcome))
 
 
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The version of the registered model.")],
+    override_gates: Annotated[
+        bool,
+        typer.Option(
+            "--override-gates",
+            help="Promote a version that failed its gates; recorded with --reason and --by.",
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option(help="Why the failed gates may be overridden (20+ characters).")
+    ] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who overrides the gates.")] = None,
+) -> None:
+    """Make a registered version champion: only if its gates passed, or by a recorded override."""
+    if not override_gates and (reason is not None or by is not None):
+        fail("--reason and --by go with --override-gates; a version that passed needs neither")
+    if override_gates and (reason is None or by is None):
+        fail("--override-gates needs --reason TEXT and --by NAME: an override records who and why")
+    settings, _ = _settings()
+    # After the arguments are checked: MLflow takes seconds to import.
+    from payband_training import registry
+
+    if not override_gates:
+        promotion = _run(lambda: _promote_passed(version, settings))
+        typer.echo(
+            f"{promotion.name} version {promotion.version} is champion "
+            f"(before: {promotion.previous_champion or 'none'})"
+        )
+        return
+    done = _run(lambda: registry.promote_with_override(version, reason, by, settings))
+    how = (
+        f"gates overridden by {done.actor}, recorded on the version and in its model card"
+        if done.failed_reasons
+        else "its gates passed, so nothing was overridden"
+    )
+    typer.echo(
+        f"{done.name} version {done.version} is champion "
+        f"(before: {done.previous_champion or 'none'}); {how}"
+    )
+
+
+def _promote_passed(version: str, settings: Any) -> Any:
+    from payband_training.registry import GatesFailed, promote
+
+    try:
+        return promote(version, settings)
+    except GatesFailed as refused:
+        fail(
+            f"{refused}; to promote it anyway, record an override with "
+            "--override-gates --reason TEXT --by NAME"
+        )
+
+
 def main() -> None:
     app()

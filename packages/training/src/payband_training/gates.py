@@ -3,20 +3,25 @@
 Gates: quality (ROC AUC at least a minimum), fairness (each protected attribute's disparate
 impact at least a minimum) and no regression (ROC AUC not below the current champion's by more
 than a tolerance). Every gate leaves a short reason, passed or not, so the reasons can become
-tags on the registered model version.
+tags on the registered model version; the reasons of the gates that failed are also kept
+apart (``GateDecision.failed``, tag ``gate.failed``) so a later override can say which failed.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from payband_training.evaluate import fairness_metric_name
 
 ROC_AUC = "roc_auc"
 DECISION_TAG = "gate.decision"
 REASONS_TAG = "gate.reasons"
+# Only on a rejected version: the failed gates' reasons, one a line.
+FAILED_TAG = "gate.failed"
+PROMOTED = "promoted"
+REJECTED = "rejected"
 # MLflow's registry accepted 5000 characters per tag value in older servers; stay within it.
 MAX_TAG_VALUE_LENGTH = 5000
 # Champion and challenger AUCs are subtracted, so "exactly at the tolerance" needs slack.
@@ -25,10 +30,14 @@ _ROUNDING_SLACK = 1e-9
 
 @dataclass(frozen=True)
 class GateDecision:
-    """Whether the model may become champion, and one sentence per gate explaining why."""
+    """Whether the model may become champion, and one sentence per gate explaining why.
+
+    ``failed`` holds the reasons of the gates that failed (a subset of ``reasons``, in order).
+    """
 
     passed: bool
     reasons: list[str]
+    failed: list[str] = field(default_factory=list)
 
 
 def decide(
@@ -55,16 +64,43 @@ def decide(
     ]
     outcomes.append(_not_worse_than_champion(metrics, champion_metrics, tolerance))
     return GateDecision(
-        passed=all(passed for passed, _ in outcomes), reasons=[reason for _, reason in outcomes]
+        passed=all(passed for passed, _ in outcomes),
+        reasons=[reason for _, reason in outcomes],
+        failed=[reason for passed, reason in outcomes if not passed],
     )
 
 
 def as_tags(decision: GateDecision) -> dict[str, str]:
-    """Tags for the registered model version: the decision and the reasons joined by '; '."""
-    reasons = "; ".join(decision.reasons)
-    if len(reasons) > MAX_TAG_VALUE_LENGTH:
-        reasons = reasons[: MAX_TAG_VALUE_LENGTH - 1] + "…"
-    return {DECISION_TAG: "promoted" if decision.passed else "rejected", REASONS_TAG: reasons}
+    """Tags for the registered model version: the decision and the reasons joined by '; ',
+    and on a rejected version the failed gates' reasons, one a line."""
+    tags = {
+        DECISION_TAG: PROMOTED if decision.passed else REJECTED,
+        REASONS_TAG: _fitted("; ".join(decision.reasons)),
+    }
+    if not decision.passed:
+        tags[FAILED_TAG] = _fitted("\n".join(decision.failed))
+    return tags
+
+
+def failed_reasons(tags: Mapping[str, str]) -> tuple[str, ...]:
+    """The failed gates' reasons recorded in a version's tags; empty if its gates passed.
+
+    A version tagged before ``gate.failed`` existed gives its whole ``gate.reasons``; one
+    with no decision at all (not registered through the gates) never passed them.
+    """
+    if tags.get(DECISION_TAG) == PROMOTED:
+        return ()
+    if tags.get(DECISION_TAG) != REJECTED:
+        return ("no gate decision is recorded on this version",)
+    recorded = tags.get(FAILED_TAG) or tags.get(REASONS_TAG) or ""
+    return tuple(line for line in recorded.splitlines() if line) or ("rejected, reason unknown",)
+
+
+def _fitted(value: str) -> str:
+    """The value cut to the tag limit, its end marked."""
+    if len(value) > MAX_TAG_VALUE_LENGTH:
+        return value[: MAX_TAG_VALUE_LENGTH - 1] + "…"
+    return value
 
 
 def _value(metrics: Mapping[str, float] | None, key: str) -> float | None:

@@ -5,14 +5,22 @@ Each call to `register` adds a version of `settings.model_name`, decides with
 reasons as tags on the new version and moves the `settings.champion_alias` alias to it
 only when every gate passed. Registrations are not serialised: two running at once may
 both compare with the same champion, and the later alias move wins.
+
+`promote` moves the alias to an existing version whose gates passed. The gates are never
+lowered: a version that failed them becomes champion only through `promote_with_override`,
+which records who overrode them, when, why and which gates failed, as `gate.override*` tags on
+the version and as an "Override" section of its run's model card, before moving the alias.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import sqlalchemy
@@ -29,15 +37,23 @@ from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from sqlalchemy.exc import SQLAlchemyError
 
 from payband_training import gates
+from payband_training.card import with_override
 from payband_training.gates import GateDecision
 from payband_training.search import storage_url
 from payband_training.settings import TrainingSettings
-from payband_training.tracking import check_database
+from payband_training.tracking import MODEL_CARD_FILE, check_database
 
 CHAMPION_TAG = "gate.champion_version"
 NO_CHAMPION = "none"
 # MLflow's SQL registry keeps no model id on a version whose source is an artifact location.
 MODEL_ID_TAG = "logged_model_id"
+# Set on a version that became champion although its gates failed.
+OVERRIDE_TAG = "gate.override"
+OVERRIDE_REASON_TAG = "gate.override_reason"
+OVERRIDE_BY_TAG = "gate.override_by"
+OVERRIDE_AT_TAG = "gate.override_at"
+OVERRIDE_PREVIOUS_TAG = "gate.override_previous_champion"
+MIN_OVERRIDE_REASON_LENGTH = 20
 MODEL_DESCRIPTION = (
     "Salary-band classifiers trained by payband_training. Every trained model is a version; "
     "the champion alias marks the version that passed the quality, fairness and "
@@ -50,6 +66,16 @@ _ALREADY_EXISTS = ErrorCode.Name(RESOURCE_ALREADY_EXISTS)
 
 class RegistryError(Exception):
     """The registry cannot be reached, or the model to register cannot be found."""
+
+
+class GatesFailed(RegistryError):
+    """The version failed its gates, so plain promotion refuses it; see `failed_reasons`."""
+
+    def __init__(self, name: str, version: str, failed_reasons: tuple[str, ...]) -> None:
+        super().__init__(
+            f"version {version} of {name!r} failed its gates: {'; '.join(failed_reasons)}"
+        )
+        self.failed_reasons = failed_reasons
 
 
 @dataclass(frozen=True)
@@ -109,8 +135,7 @@ def register(
     version = str(created.version)
     _link(client, logged, name, version)
     if decision.passed:
-        with _translated(f"move alias {alias!r} of {name!r} to version {version}"):
-            client.set_registered_model_alias(name, alias, version)
+        _move_alias(client, settings, version)
     return Registration(
         name=name,
         version=version,
@@ -118,6 +143,85 @@ def register(
         decision=decision,
         previous_champion=champion_version,
     )
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """A version made champion because its gates passed."""
+
+    name: str
+    version: str
+    previous_champion: str | None
+
+
+@dataclass(frozen=True)
+class Override:
+    """A promotion as recorded by `promote_with_override`.
+
+    ``failed_reasons`` is empty when the version had passed its gates: nothing was overridden
+    then, and no override was recorded.
+    """
+
+    name: str
+    version: str
+    previous_champion: str | None
+    reason: str
+    actor: str
+    at: datetime
+    failed_reasons: tuple[str, ...]
+
+
+def promote(
+    version: str, settings: TrainingSettings, *, client: MlflowClient | None = None
+) -> Promotion:
+    """Make an existing version champion; `GatesFailed` if its gates did not pass."""
+    client = _connected(settings, client)
+    name = settings.model_name
+    previous, found = _existing_version(client, name, version, settings.champion_alias)
+    number = str(found.version)
+    failed = gates.failed_reasons(found.tags)
+    if failed:
+        raise GatesFailed(name, number, failed)
+    _move_alias(client, settings, number)
+    return Promotion(name=name, version=number, previous_champion=previous)
+
+
+def promote_with_override(
+    version: str,
+    reason: str,
+    actor: str,
+    settings: TrainingSettings,
+    *,
+    client: MlflowClient | None = None,
+) -> Override:
+    """Make a version champion even though its gates failed, recording the override.
+
+    The override is recorded first (``gate.override*`` tags on the version, an "Override"
+    section in its run's model card, replacing an earlier one), then the alias moves. A
+    version whose gates passed is promoted without recording anything (``failed_reasons``
+    is then empty). Whitespace in ``reason`` and ``actor`` is collapsed to single spaces.
+    """
+    reason, actor = _override_reason(reason), _required("actor", actor)
+    client = _connected(settings, client)
+    name = settings.model_name
+    previous, found = _existing_version(client, name, version, settings.champion_alias)
+    override = Override(
+        name=name,
+        version=str(found.version),
+        previous_champion=previous,
+        reason=reason,
+        actor=actor,
+        at=datetime.now(UTC).replace(microsecond=0),
+        failed_reasons=gates.failed_reasons(found.tags),
+    )
+    if override.failed_reasons:
+        # Read before anything changes: a run without a card fails here, with nothing recorded.
+        card = _model_card(client, found)
+        _tag_override(client, override)
+        with _translated(f"log the model card of run {found.run_id}"):
+            client.log_text(found.run_id, with_override(card, override), MODEL_CARD_FILE)
+    _move_alias(client, settings, override.version)
+    return override
 
 
 def champion(settings: TrainingSettings, client: MlflowClient | None = None) -> ModelVersion | None:
@@ -136,6 +240,88 @@ def champion(settings: TrainingSettings, client: MlflowClient | None = None) -> 
         return None
     with _translated(f"read version {version} of {name!r}"):
         return client.get_model_version(name, version)
+
+
+def _required(argument: str, value: str) -> str:
+    """The value with its whitespace collapsed; ValueError naming the argument if it is blank."""
+    collapsed = " ".join(value.split())
+    if not collapsed:
+        raise ValueError(f"{argument}: must not be empty")
+    if len(collapsed) > gates.MAX_TAG_VALUE_LENGTH:
+        raise ValueError(f"{argument}: at most {gates.MAX_TAG_VALUE_LENGTH} characters")
+    return collapsed
+
+
+def _override_reason(reason: str) -> str:
+    collapsed = _required("reason", reason)
+    if len(collapsed) < MIN_OVERRIDE_REASON_LENGTH:
+        raise ValueError(
+            f"reason: at least {MIN_OVERRIDE_REASON_LENGTH} characters are required, got "
+            f"{len(collapsed)}; say why the failed gates may be overridden"
+        )
+    return collapsed
+
+
+def _existing_version(
+    client: MlflowClient, name: str, version: str, alias: str
+) -> tuple[str | None, ModelVersion]:
+    """The current champion's version (or None) and the version asked for, which must exist."""
+    with _translated(f"read registered model {name!r}"):
+        try:
+            registered = client.get_registered_model(name)
+        except MlflowException as error:
+            if error.error_code != _NOT_FOUND:
+                raise
+            raise RegistryError(
+                f"unknown version {version!r}: there is no registered model {name!r} yet"
+            ) from error
+    unknown = RegistryError(f"unknown version {version!r} of registered model {name!r}")
+    if not version.isdecimal():
+        raise unknown
+    with _translated(f"read version {version} of {name!r}"):
+        try:
+            found = client.get_model_version(name, version)
+        except MlflowException as error:
+            if error.error_code != _NOT_FOUND:
+                raise
+            raise unknown from error
+    return _alias_version(registered, alias), found
+
+
+def _model_card(client: MlflowClient, version: ModelVersion) -> str:
+    """The model card text of the version's run; RegistryError if the run has none."""
+    missing = RegistryError(
+        f"version {version.version} has no {MODEL_CARD_FILE} in its run "
+        f"{version.run_id or '(none)'} to record the override in"
+    )
+    if not version.run_id:
+        raise missing
+    with _translated(f"read the model card of run {version.run_id}"):
+        listed = {artifact.path for artifact in client.list_artifacts(version.run_id)}
+        if MODEL_CARD_FILE not in listed:
+            raise missing
+        with tempfile.TemporaryDirectory() as directory:
+            path = client.download_artifacts(version.run_id, MODEL_CARD_FILE, directory)
+            return Path(path).read_text(encoding="utf-8")
+
+
+def _tag_override(client: MlflowClient, override: Override) -> None:
+    tags = {
+        OVERRIDE_TAG: "true",
+        OVERRIDE_REASON_TAG: override.reason,
+        OVERRIDE_BY_TAG: override.actor,
+        OVERRIDE_AT_TAG: override.at.isoformat(),
+        OVERRIDE_PREVIOUS_TAG: override.previous_champion or NO_CHAMPION,
+    }
+    with _translated(f"tag the override on version {override.version} of {override.name!r}"):
+        for key, value in tags.items():
+            client.set_model_version_tag(override.name, override.version, key, value)
+
+
+def _move_alias(client: MlflowClient, settings: TrainingSettings, version: str) -> None:
+    name, alias = settings.model_name, settings.champion_alias
+    with _translated(f"move alias {alias!r} of {name!r} to version {version}"):
+        client.set_registered_model_alias(name, alias, version)
 
 
 def _connected(settings: TrainingSettings, client: MlflowClient | None) -> MlflowClient:
