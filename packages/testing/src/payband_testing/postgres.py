@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
-from payband_testing._reaper import DISARM, postmaster_pid, signal_stop
+from payband_testing._reaper import _PROC, DISARM, _cmdline, _gone, postmaster_pid, signal_stop
 from payband_testing.checks import free_port
 
 if TYPE_CHECKING:
@@ -44,9 +44,15 @@ __all__ = [
     "EmbeddedPostgres",
     "EmbeddedPostgresError",
     "PostgresConnectionInfo",
+    "can_run_binaries",
+    "can_write_directory",
+    "copied_pginstall",
+    "copy_pginstall",
     "default_tmp_root",
     "drop_privileges_prefix",
     "find_pginstall",
+    "live_postmaster_pid",
+    "log_tail",
     "run_captured",
     "server_env",
     "stop_cluster",
@@ -199,6 +205,40 @@ def stop_cluster(
     return signal_stop(data_dir, timeout=10)
 
 
+def live_postmaster_pid(data_dir: Path) -> int | None:
+    """The pid of a live postmaster serving ``data_dir``, else None.
+
+    None also for a stale ``postmaster.pid`` left by a crash, even if its pid was recycled by
+    an unrelated process (checked against the command line where ``/proc`` exists).
+    """
+    pid = postmaster_pid(data_dir)
+    if pid is None or _gone(pid):
+        return None
+    cmdline = _cmdline(pid)
+    if _PROC.is_dir() and (cmdline is None or str(data_dir).encode() not in cmdline):
+        return None
+    return pid
+
+
+def can_run_binaries(pginstall: Path, *, prefix: Sequence[str], timeout: float) -> bool:
+    """Whether the user ``prefix`` runs as can run the binaries and read the files they load.
+
+    Asked of that user through ``sh``: path permissions, ACLs, mount options and the
+    dynamic loader (libpq) all count. ``-V`` needs no data directory.
+    """
+    probe = '"$1" -V && "$2" -V && "$3" -V && test -r "$4" && test -r "$5"'
+    programs = [pginstall / "bin" / name for name in ("postgres", "initdb", "pg_ctl")]
+    files = [pginstall / "share" / "postgres.bki", pginstall / "lib" / "plpgsql.so"]
+    command = [*prefix, "sh", "-c", probe, "probe", *programs, *files]
+    return run_captured(command, timeout=timeout).returncode == 0
+
+
+def can_write_directory(directory: Path, *, prefix: Sequence[str], timeout: float) -> bool:
+    """Whether the user ``prefix`` runs as can reach ``directory`` and create files in it."""
+    command = [*prefix, "sh", "-c", 'test -w "$1" && test -x "$1"', "probe", directory]
+    return run_captured(command, timeout=timeout).returncode == 0
+
+
 def default_tmp_root(*, durable: bool = False) -> Path:
     """Where instance directories go by default.
 
@@ -230,7 +270,8 @@ def _conf_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    """The last lines of a server log, or a note saying there is none."""
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
@@ -238,20 +279,20 @@ def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(the server log is empty)"
 
 
-def _copy_target(source: Path, copy_root: Path) -> Path:
-    """Where ``_copy_pginstall`` puts ``source``: the same ``<package>/pginstall`` layout."""
+def copied_pginstall(source: Path, copy_root: Path) -> Path:
+    """Where ``copy_pginstall`` puts ``source``: the same ``<package>/pginstall`` layout."""
     return copy_root / source.parent.name / source.name
 
 
-def _copy_pginstall(source: Path, copy_root: Path) -> None:
-    """Copy what a server needs from ``pginstall`` and make it world-readable.
+def copy_pginstall(source: Path, copy_root: Path) -> Path:
+    """Copy what a server needs from ``pginstall`` and make it world-readable; return the copy.
 
     The wheel is repaired by auditwheel: the binaries load libpq from ``<package>.libs`` beside
     the package through RPATH ``$ORIGIN/../../../<package>.libs``, so that directory is copied
     too, keeping the relative layout. Modes are set instead of copied: the source may be exactly
     what the server user cannot read or execute.
     """
-    target = _copy_target(source, copy_root)
+    target = copied_pginstall(source, copy_root)
     for part in ("bin", "lib", "share"):
         shutil.copytree(source / part, target / part, symlinks=True, copy_function=shutil.copyfile)
     libs = source.parent.parent / f"{source.parent.name}.libs"
@@ -267,6 +308,7 @@ def _copy_pginstall(source: Path, copy_root: Path) -> None:
             path = root_path / name
             if not path.is_symlink():
                 path.chmod(0o755 if executable else 0o644)
+    return target
 
 
 def _watchdog_python() -> str:
@@ -470,16 +512,8 @@ class EmbeddedPostgres:
         return result
 
     def _can_use_in_place(self, pginstall: Path) -> bool:
-        """Whether the server user can run the binaries and read the files they load.
-
-        Asked of that user through ``sh``: path permissions, ACLs, mount options and the
-        dynamic loader (libpq) all count. ``-V`` needs no data directory.
-        """
-        probe = '"$1" -V && "$2" -V && "$3" -V && test -r "$4" && test -r "$5"'
-        programs = [pginstall / "bin" / name for name in ("postgres", "initdb", "pg_ctl")]
-        files = [pginstall / "share" / "postgres.bki", pginstall / "lib" / "plpgsql.so"]
-        result = self._run(["sh", "-c", probe, "probe", *programs, *files], check=False)
-        return result.returncode == 0
+        """Whether the server user can run the binaries and read the files they load."""
+        return can_run_binaries(pginstall, prefix=self._prefix, timeout=self.timeout)
 
     def _create_instance(self) -> None:
         source = self._source_pginstall or find_pginstall()
@@ -501,9 +535,7 @@ class EmbeddedPostgres:
         if self._owner is not None:
             os.chown(self._base, *self._owner)
             self._base.chmod(0o700)
-            probe = 'test -w "$1" && test -x "$1"'
-            writable = self._run(["sh", "-c", probe, "probe", self._base], check=False)
-            if writable.returncode != 0:
+            if not can_write_directory(self._base, prefix=self._prefix, timeout=self.timeout):
                 raise EmbeddedPostgresError(
                     f"{self.run_as} cannot reach {self._base}; pass a tmp_root whose parents "
                     "others may traverse"
@@ -512,9 +544,7 @@ class EmbeddedPostgres:
         if self._can_use_in_place(source):
             self._pginstall = source
         else:
-            copy_root = self._base / "install"
-            _copy_pginstall(source, copy_root)
-            self._pginstall = _copy_target(source, copy_root)
+            self._pginstall = copy_pginstall(source, self._base / "install")
             if not self._can_use_in_place(self._pginstall):
                 raise EmbeddedPostgresError(
                     f"{self.run_as if self._owner else 'this user'} cannot execute the "
@@ -577,7 +607,7 @@ class EmbeddedPostgres:
             if result.returncode == 0:
                 self._port = port
                 return
-            log = _tail(self.log_path)
+            log = log_tail(self.log_path)
             # pg_ctl may have timed out while the server still comes up: make sure it is down.
             stop_cluster(self._bin("pg_ctl"), self.data_dir, prefix=self._prefix, timeout=10)
             if fixed_port or "could not bind" not in log:
