@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +23,25 @@ def test_help_lists_the_main_job():
     assert "demo" in result.stdout
 
 
-def test_demo_says_it_is_not_available_yet():
-    result = run("demo")
+def test_help_lists_every_launcher():
+    result = run("--help")
+    assert {"demo", "up", "status"} <= set(result.stdout.split())
+
+
+def test_status_with_nothing_running(tmp_path):
+    result = subprocess.run(
+        [PAYBAND, "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PAYBAND_HOME": str(tmp_path)},
+    )
     assert result.returncode == 1
-    assert "not available yet" in result.stderr
+    assert f"nothing runs from {tmp_path}" in " ".join(result.stdout.split())
+
+
+def test_demo_refuses_a_bad_option_in_one_line():
+    result = run("demo", "--trials", "0")
+    assert result.returncode == 2
+    assert "--trials" in result.stderr
     assert "Traceback" not in result.stderr

@@ -1,0 +1,305 @@
+"""The whole lifecycle through the real `payband` command, in subprocesses, on one home.
+
+`payband demo` runs first (ingest, dbt, training, override, MLServer, gateway, the stream,
+monitoring, the audit chain); its summary is checked, then the stores themselves: the audit
+log, MLflow's registry and the versioned store. Then a second demo reuses data and model, a
+demo interrupted by SIGINT and one whose gateway cannot start leave nothing running, and
+`payband up` / `payband status` run the stack for exploration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from payband.localdb import LocalPostgres
+from payband_testing._process import answers_ok
+
+PAYBAND = str(Path(sys.executable).with_name("payband"))
+# Two monitoring chunks of held-out candidates, one drifted; a short search.
+DEMO = ("demo", "--trials", "2", "--held-out", "2000", "--drifted", "1000")
+DEMO_TIMEOUT_S = 900
+# Chain records of one demo: 3,001 requests and their answers, 1,000 outcomes, 6 reviews.
+EXPECTED_RECORDS = 2 * 3001 + 1000 + 6
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One PAYBAND_HOME for the module; its PostgreSQL cluster is removed at the end."""
+    root = tmp_path_factory.mktemp("payband-home")
+    try:
+        yield root
+    finally:
+        LocalPostgres(root).remove()
+
+
+def environment(home: Path, **extra: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PAYBAND_")}
+    return {**env, "PAYBAND_HOME": str(home), **extra}
+
+
+def payband(home: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PAYBAND, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=environment(home, **extra),
+        timeout=DEMO_TIMEOUT_S,
+    )
+
+
+def value(output: str, label: str) -> str:
+    found = re.search(rf"^{re.escape(label)}: (.*)$", output, re.MULTILINE)
+    assert found, f"no {label!r} line in:\n{output}"
+    return found.group(1)
+
+
+def count(text: str, label: str) -> int:
+    return int(re.search(rf"{label}: (\d+)", text).group(1))
+
+
+@pytest.fixture(scope="module")
+def first_demo(home: Path) -> subprocess.CompletedProcess[str]:
+    result = payband(home, *DEMO)
+    assert result.returncode == 0, result.stderr[-5000:] + result.stdout
+    return result
+
+
+def test_demo_prints_the_summary(first_demo: subprocess.CompletedProcess[str]) -> None:
+    out = first_demo.stdout
+    assert value(out, "data version").startswith("local://features/adult@")
+    assert re.match(r"salary-band version 1 \(trained, 2 Optuna trials\)", value(out, "model"))
+    assert float(re.search(r"roc_auc (\d\.\d+)", value(out, "test metrics")).group(1)) > 0.85
+    # Adult fails the fairness gate (its labels do); the override is stated, not hidden.
+    assert "disparate impact" in value(out, "gates")
+    assert "recorded override" in value(out, "champion")
+    # The fairness table: selection rates by group, disparate impact by attribute.
+    assert re.search(r"sex\s.*female\s.*\d\.\d{3}", out)
+    assert re.search(r"race\s.*disparate impact\s.*\d\.\d{3}", out)
+    assert value(out, "requests answered") == "3000, 1 refused with 422 as invalid"
+    assert value(out, "outcomes recorded") == "1000; reviews recorded: 6"
+    written = value(out, "audit records written")
+    assert written.startswith(f"{EXPECTED_RECORDS} (expected {EXPECTED_RECORDS}:")
+    assert value(out, "audit chain").startswith("verified (ok ")
+    assert value(out, "monitoring").startswith("3000 predictions in 3 chunks of 1000, 1000 with")
+    # Exactly the shifted features drift, in the drifted chunk (2) only.
+    assert (
+        value(out, "drift found")
+        == "age (chunks 2); education (chunks 2); hours_per_week (chunks 2)"
+    )
+    # The model's disparate impact by sex (about 0.29) is below 0.8 in every chunk.
+    assert "sex" in value(out, "fairness alerts").split(", ")
+    assert Path(value(out, "report")).is_file()
+    assert "Traceback" not in first_demo.stderr
+
+
+@pytest.fixture
+def cluster(home: Path, first_demo: subprocess.CompletedProcess[str]) -> Iterator[LocalPostgres]:
+    """The demo's cluster, started again to look into the stores (the demo stopped it)."""
+    postgres = LocalPostgres(home)
+    assert not postgres.running, "the demo left PostgreSQL running"
+    postgres.start()
+    try:
+        yield postgres
+    finally:
+        postgres.stop()
+
+
+def test_the_audit_log_holds_every_request_and_its_chain_verifies(
+    cluster: LocalPostgres, first_demo: subprocess.CompletedProcess[str]
+) -> None:
+    from payband_audit.db import connect
+    from payband_audit.verify import verify_chain
+
+    with connect(cluster.url("payband", driver=False)) as conn:
+        verification = verify_chain(conn)
+        counts = {
+            table: conn.execute(f"SELECT count(*) FROM audit.{table}").fetchone()[0]  # noqa: S608
+            for table in (
+                "prediction_requests",
+                "prediction_responses",
+                "prediction_errors",
+                "outcomes",
+                "reviews",
+            )
+        }
+    assert counts == {
+        "prediction_requests": 3001,
+        "prediction_responses": 3000,
+        "prediction_errors": 1,
+        "outcomes": 1000,
+        "reviews": 6,
+    }
+    assert verification.ok
+    assert verification.records == EXPECTED_RECORDS
+
+
+def test_mlflow_has_the_run_and_the_champion(cluster: LocalPostgres) -> None:
+    from mlflow import MlflowClient
+
+    uri = cluster.url("mlflow")
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = client.get_model_version_by_alias("salary-band", "champion")
+    assert str(champion.version) == "1"
+    assert champion.tags["gate.decision"] == "rejected"
+    assert champion.tags["gate.override"] == "true"
+    assert champion.tags["gate.override_by"] == "payband demo"
+    run = client.get_run(champion.run_id)
+    assert run.data.metrics["roc_auc"] > 0.85
+    assert run.data.tags["features_uri"].startswith("local://features/adult@")
+
+
+def test_the_versioned_store_has_the_commits(home: Path) -> None:
+    from payband_data.settings import DataSettings
+    from payband_data.store import open_store
+
+    with open_store(DataSettings(store_dir=home / "store")) as store:
+        datasets = {version.dataset for version in store.versions()}
+    assert {"raw/adult", "features/adult", "splits/adult/train", "splits/adult/test"} <= datasets
+
+
+def test_a_second_demo_reuses_data_and_model(
+    home: Path, first_demo: subprocess.CompletedProcess[str]
+) -> None:
+    result = payband(home, *DEMO)
+    assert result.returncode == 0, result.stderr[-5000:]
+    out = result.stdout
+    assert value(out, "data version").endswith("(reused)")
+    assert value(out, "model").startswith("salary-band version 1 (reused)")
+    assert value(out, "requests answered").startswith("3000,")
+    # Monitoring now sees both streams of version 1: six chunks.
+    assert value(out, "monitoring").startswith("6000 predictions in 6 chunks")
+    assert value(out, "audit chain").startswith("verified")
+
+
+def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return json.loads(path.read_text())
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.5)
+    raise AssertionError(f"{path} did not appear within {timeout} s")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie is gone too: it only waits for its parent to read its status.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+def test_ctrl_c_stops_every_process_the_demo_started(
+    home: Path, first_demo: subprocess.CompletedProcess[str]
+) -> None:
+    process = subprocess.Popen(
+        [PAYBAND, *DEMO],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(home),
+    )
+    try:
+        state = _wait_for(home / "stack.json", process, timeout=300)
+        pids = [service["pid"] for service in state["services"]]
+        assert {service["name"] for service in state["services"]} == {"mlserver", "gateway"}
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "interrupted" in stderr
+    assert all(_gone(pid) for pid in pids)
+    assert not LocalPostgres(home).running
+    assert not (home / "stack.json").exists()
+
+
+def test_a_service_that_cannot_start_is_one_error_and_stops_the_rest(
+    home: Path, first_demo: subprocess.CompletedProcess[str]
+) -> None:
+    # The gateway refuses this setting at start; MLServer is already up by then.
+    result = payband(home, *DEMO, PAYBAND_GATEWAY_MAX_BODY_BYTES="1")
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "gateway" in errors[0]
+    assert not LocalPostgres(home).running
+    assert not (home / "stack.json").exists()
+    assert "Traceback" not in result.stderr
+
+
+def test_up_runs_the_stack_and_status_reports_it(
+    home: Path, first_demo: subprocess.CompletedProcess[str]
+) -> None:
+    process = subprocess.Popen(
+        [PAYBAND, "up", "--monitoring-interval-s", "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(home),
+    )
+    try:
+        state = _wait_for(home / "stack.json", process, timeout=400)
+        services = {service["name"]: service for service in state["services"]}
+        assert set(services) == {"mlserver", "gateway", "monitoring", "mlflow", "dagster"}
+        status = payband(home, "status")
+        assert status.returncode == 0, status.stdout
+        for name in services:
+            assert re.search(rf"{name}\s.*running\s.*ok", status.stdout), status.stdout
+        keys = json.loads((home / "api-keys.local.json").read_text())
+        key = next(entry["key"] for entry in keys if entry["role"] == "predict")
+        gateway = services["gateway"]["url"]
+        answer = httpx.post(
+            f"{gateway}/v1/predictions",
+            json={"candidate": _candidate()},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"] == {"name": "salary-band", "version": "1"}
+        assert answers_ok(f"{services['mlflow']['url']}/health")
+        dagster = httpx.post(
+            f"{services['dagster']['url']}/graphql",
+            json={"query": LOCATIONS_QUERY},
+            timeout=30,
+        ).json()
+        locations = {
+            entry["name"] for entry in dagster["data"]["workspaceOrError"]["locationEntries"]
+        }
+        assert locations == {"data", "training", "serving"}
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr[-3000:]
+    assert key in stdout  # the local keys are printed for use
+    assert all(_gone(service["pid"]) for service in services.values())
+    after = payband(home, "status")
+    assert after.returncode == 1
+    assert "nothing runs" in after.stdout
+
+
+LOCATIONS_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
+
+
+def _candidate() -> dict[str, object]:
+    from payband_contracts.candidate import EXAMPLE_CANDIDATE
+
+    return dict(EXAMPLE_CANDIDATE)
