@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from payband import __version__
+from payband.options import DemoOptions, UpOptions
 from payband_contracts.cli_support import add_version_option, fail, first_line
 
 HELP = "payband: salary-band prediction built as a high-risk AI system under the EU AI Act."
@@ -17,6 +18,7 @@ app = typer.Typer(
 )
 add_version_option(app, f"payband {__version__}", HELP)
 
+DEMO, UP = DemoOptions(), UpOptions()
 # Wide enough that summary lines are not wrapped when the output is a file or a pipe.
 _WIDTH = 160
 
@@ -68,14 +70,16 @@ def demo(
     retrain: Annotated[
         bool, typer.Option("--retrain", help="Train a new model even if a champion exists.")
     ] = False,
-    trials: Annotated[int, typer.Option(min=1, help="Optuna trials of the search.")] = 5,
+    trials: Annotated[int, typer.Option(min=1, help="Optuna trials of the search.")] = DEMO.trials,
     timeout_s: Annotated[
         float | None, typer.Option("--timeout-s", min=1, help="Stop the search after seconds.")
     ] = None,
-    held_out: Annotated[int, typer.Option(min=500, help="Held-out candidates sent first.")] = 1_500,
+    held_out: Annotated[
+        int, typer.Option(min=1_000, help="Held-out candidates sent first (chunks of 1,000).")
+    ] = DEMO.held_out,
     drifted: Annotated[
         int, typer.Option(min=1_000, help="Drifted candidates sent after them.")
-    ] = 1_000,
+    ] = DEMO.drifted,
     override_gates: Annotated[
         bool,
         typer.Option(
@@ -85,7 +89,7 @@ def demo(
     ] = True,
 ) -> None:
     """Run the whole lifecycle on embedded defaults (ingest, train, serve, audit, monitor)."""
-    from payband.demo import DemoOptions, run_demo
+    from payband.demo import run_demo
 
     out, err = _consoles()
     options = DemoOptions(
@@ -104,16 +108,16 @@ def demo(
 def up(
     trials: Annotated[
         int, typer.Option(min=1, help="Optuna trials if a model must be trained first.")
-    ] = 5,
+    ] = UP.trials,
     monitoring_interval_s: Annotated[
         float, typer.Option(min=5, help="Seconds between monitoring runs.")
-    ] = 60.0,
+    ] = UP.monitoring_interval_s,
     dagster: Annotated[
         bool, typer.Option("--dagster/--no-dagster", help="Start the Dagster UI.")
     ] = True,
 ) -> None:
     """Keep the local stack running: Dagster, MLflow, MLServer, gateway, monitoring."""
-    from payband.up import UpOptions, run_up
+    from payband.up import run_up
 
     out, err = _consoles()
     options = UpOptions(trials=trials, monitoring_interval_s=monitoring_interval_s, dagster=dagster)

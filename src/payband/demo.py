@@ -31,6 +31,7 @@ from payband.lifecycle import (
     quiet_libraries,
 )
 from payband.localkeys import ensure_keys
+from payband.options import DemoOptions
 from payband.services import Stack, choose_ports, gateway_service, mlserver_service
 from payband.stack import local_postgres, lock_home
 from payband.stream import StreamError, StreamResult, drifted, held_out, send_stream
@@ -41,18 +42,6 @@ __all__ = ["DemoOptions", "run_demo"]
 # its 0.1 threshold by chance (hours_per_week: 0.113); at 1,000 rows they stay near 0.05.
 CHUNK_SIZE = 1_000
 FAIRNESS_ATTRIBUTES = ("sex", "race")
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    fresh: bool = False
-    retrain: bool = False
-    trials: int = 5
-    timeout_s: float | None = None
-    held_out: int = 2_000
-    drifted: int = 1_000
-    override_gates: bool = True
-    seed: int = 20_261_127
 
 
 @dataclass(frozen=True)
@@ -254,9 +243,12 @@ def _summary(
         f"audit log total: {audit.records_after}"
     )
     line(f"audit chain: {'verified' if audit.ok else 'BROKEN'} ({audit.verified})")
+    waiting = (
+        f"; {analysis.rows_pending} more wait for a full chunk" if analysis.rows_pending else ""
+    )
     line(
         f"monitoring: {analysis.rows_analysed} predictions in {analysis.chunks} chunks of "
-        f"{CHUNK_SIZE}, {analysis.rows_with_outcome} with an outcome"
+        f"{CHUNK_SIZE}, {analysis.rows_with_outcome} with an outcome{waiting}"
     )
     drift = _drift(analysis)
     if drift:

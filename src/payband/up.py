@@ -9,7 +9,6 @@ local API keys, and stops everything on Ctrl-C (or SIGTERM), or when one of them
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
@@ -18,6 +17,7 @@ from rich.table import Table
 from payband.home import Home, apply
 from payband.lifecycle import guarded, migrate_stores, prepare_data, prepare_model, quiet_libraries
 from payband.localkeys import ensure_keys
+from payband.options import UpOptions
 from payband.services import (
     Stack,
     choose_ports,
@@ -39,13 +39,6 @@ CODE_LOCATIONS = {
     "training": "payband_training.definitions",
     "serving": "payband_serving.definitions",
 }
-
-
-@dataclass(frozen=True)
-class UpOptions:
-    trials: int = 5
-    monitoring_interval_s: float = 60.0
-    dagster: bool = True
 
 
 def write_workspace(home: Home) -> Any:
