@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -183,6 +184,24 @@ def test_a_second_demo_reuses_data_and_model(
     assert value(out, "audit chain").startswith("verified")
 
 
+@contextmanager
+def launched(home: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``payband *args`` running in the background; killed at the end if still running."""
+    process = subprocess.Popen(
+        [PAYBAND, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(home),
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -191,6 +210,33 @@ def _wait_for(path: Path, process: subprocess.Popen[str], timeout: float) -> dic
         assert process.poll() is None, process.communicate()
         time.sleep(0.5)
     raise AssertionError(f"{path} did not appear within {timeout} s")
+
+
+def leftovers(home: Path) -> list[str]:
+    """Processes started for this home (they inherit PAYBAND_HOME=<home>): command lines."""
+    marker = f"PAYBAND_HOME={home}".encode() + b"\0"
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            stat = (proc / "stat").read_text()
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        zombie = stat.rsplit(")", 1)[1].split()[0] == "Z"
+        if marker in environ and not zombie:
+            found.append(f"{proc.name}: {command}")
+    return found
+
+
+def wait_until_gone(home: Path, timeout: float = 30.0) -> list[str]:
+    """What still runs for ``home`` after ``timeout`` (PDEATHSIG and shutdowns take a moment)."""
+    deadline = time.monotonic() + timeout
+    while (found := leftovers(home)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return found
 
 
 def _gone(pid: int) -> bool:
@@ -205,28 +251,44 @@ def _gone(pid: int) -> bool:
 def test_ctrl_c_stops_every_process_the_demo_started(
     home: Path, first_demo: subprocess.CompletedProcess[str]
 ) -> None:
-    process = subprocess.Popen(
-        [PAYBAND, *DEMO],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment(home),
-    )
-    try:
+    with launched(home, *DEMO) as process:
         state = _wait_for(home / "stack.json", process, timeout=300)
         pids = [service["pid"] for service in state["services"]]
         assert {service["name"] for service in state["services"]} == {"mlserver", "gateway"}
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 130, stderr[-3000:]
     assert "interrupted" in stderr
     assert all(_gone(pid) for pid in pids)
+    assert leftovers(home) == []  # the services' children and PostgreSQL too
     assert not LocalPostgres(home).running
     assert not (home / "stack.json").exists()
+
+
+def test_status_after_a_killed_launcher_and_the_next_one_adopts_postgres(
+    home: Path, first_demo: subprocess.CompletedProcess[str]
+) -> None:
+    with launched(home, *DEMO) as process:
+        _wait_for(home / "stack.json", process, timeout=300)
+        process.kill()  # SIGKILL: no cleanup runs in the launcher
+        process.communicate(timeout=30)
+    # The services die with their parent; the cluster is meant to outlive it.
+    assert [line for line in wait_until_gone(home) if "postgres" not in line] == []
+    status = payband(home, "status")
+    assert status.returncode == 1
+    text = " ".join(status.stdout.split())
+    assert "nothing runs" in text
+    assert "PostgreSQL is still running" in text
+    assert not (home / "stack.json").exists()  # the stale state is cleared
+    # The next launcher adopts the cluster and stops it when done.
+    refused = payband(home, *DEMO, "--no-override-gates")
+    assert refused.returncode == 2
+    assert "adopted the running cluster" in refused.stderr
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "--no-override-gates" in errors[0]
+    assert wait_until_gone(home) == []
+    assert not LocalPostgres(home).running
 
 
 def test_a_service_that_cannot_start_is_one_error_and_stops_the_rest(
@@ -238,22 +300,16 @@ def test_a_service_that_cannot_start_is_one_error_and_stops_the_rest(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1
     assert "gateway" in errors[0]
+    assert "mlserver: ready" in result.stderr  # it was up, and was stopped:
+    assert wait_until_gone(home) == []
     assert not LocalPostgres(home).running
-    assert not (home / "stack.json").exists()
     assert "Traceback" not in result.stderr
 
 
 def test_up_runs_the_stack_and_status_reports_it(
     home: Path, first_demo: subprocess.CompletedProcess[str]
 ) -> None:
-    process = subprocess.Popen(
-        [PAYBAND, "up", "--monitoring-interval-s", "5"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=environment(home),
-    )
-    try:
+    with launched(home, "up", "--monitoring-interval-s", "5") as process:
         state = _wait_for(home / "stack.json", process, timeout=400)
         services = {service["name"]: service for service in state["services"]}
         assert set(services) == {"mlserver", "gateway", "monitoring", "mlflow", "dagster"}
@@ -284,13 +340,10 @@ def test_up_runs_the_stack_and_status_reports_it(
         assert locations == {"data", "training", "serving"}
         process.send_signal(signal.SIGINT)
         stdout, stderr = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
     assert process.returncode == 130, stderr[-3000:]
     assert key in stdout  # the local keys are printed for use
     assert all(_gone(service["pid"]) for service in services.values())
+    assert wait_until_gone(home) == []  # Dagster's code servers, MLflow's workers, PostgreSQL
     after = payband(home, "status")
     assert after.returncode == 1
     assert "nothing runs" in after.stdout
@@ -303,3 +356,16 @@ def _candidate() -> dict[str, object]:
     from payband_contracts.candidate import EXAMPLE_CANDIDATE
 
     return dict(EXAMPLE_CANDIDATE)
+
+
+def test_fresh_removes_only_what_payband_made(tmp_path: Path) -> None:
+    from payband.home import Home
+
+    home = Home(tmp_path)
+    home.prepare()
+    (home.store / "raw").mkdir(parents=True)
+    home.keys.write_text("[]")
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "projects").mkdir()
+    home.clear()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "projects"]

@@ -31,16 +31,13 @@ from payband.lifecycle import (
     quiet_libraries,
 )
 from payband.localkeys import ensure_keys
-from payband.options import DemoOptions
+from payband.options import CHUNK_SIZE, DemoOptions
 from payband.services import Stack, choose_ports, gateway_service, mlserver_service
 from payband.stack import local_postgres, lock_home
 from payband.stream import StreamError, StreamResult, drifted, held_out, send_stream
 
 __all__ = ["DemoOptions", "run_demo"]
 
-# Monitoring's chunks. Jensen-Shannon distances of 500-row chunks of held-out Adult rows reach
-# its 0.1 threshold by chance (hours_per_week: 0.113); at 1,000 rows they stay near 0.05.
-CHUNK_SIZE = 1_000
 FAIRNESS_ATTRIBUTES = ("sex", "race")
 
 
@@ -121,8 +118,7 @@ def run_demo(options: DemoOptions, out: Console, err: Console) -> int:
     with lock_home(home, "demo"):
         postgres = local_postgres(home, err, fresh=options.fresh)
         with postgres:
-            ports = choose_ports(postgres.port, preferred=False)
-            apply(home.environment(ports))
+            apply(home.environment(postgres.databases))
             data = prepare_data(err, rebuild=options.fresh)
             model = prepare_model(
                 err,
@@ -135,7 +131,9 @@ def run_demo(options: DemoOptions, out: Console, err: Console) -> int:
             guarded("migrations", migrate_stores)
             before = guarded("audit log", _verify_chain)
             keys = ensure_keys(home)
-            with Stack(home, home.environment(ports)) as stack:
+            ports = choose_ports(preferred=False, avoid=frozenset({postgres.port}))
+            apply(home.service_environment(ports))
+            with Stack(home, dict(os.environ)) as stack:
                 model_uri = f"models:/{model.name}/{model.version}"
                 for service in (mlserver_service(ports, model_uri), gateway_service(ports)):
                     with err.status(f"starting {service.name} on {service.url}"):
@@ -145,7 +143,7 @@ def run_demo(options: DemoOptions, out: Console, err: Console) -> int:
                     {
                         "command": "demo",
                         "pid": os.getpid(),
-                        "postgres": {"url": os.environ["PAYBAND_AUDIT_DATABASE_URL"]},
+                        "postgres": {"url": postgres.shown_url},
                         "model": f"{model.name} version {model.version}",
                         "services": stack.describe(),
                     }
@@ -248,7 +246,8 @@ def _summary(
     )
     line(
         f"monitoring: {analysis.rows_analysed} predictions in {analysis.chunks} chunks of "
-        f"{CHUNK_SIZE}, {analysis.rows_with_outcome} with an outcome{waiting}"
+        f"{CHUNK_SIZE}, {analysis.rows_with_outcome} with an outcome{waiting} (every answered "
+        f"prediction of version {analysis.model_version} so far, earlier demos included)"
     )
     drift = _drift(analysis)
     if drift:

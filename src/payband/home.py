@@ -5,8 +5,8 @@ Everything `payband demo` and `payband up` create lives under one directory (def
 ``~/.payband``): the versioned store, MLflow's artifacts, serving bundles, monitoring's
 state, Dagster's home, the local API keys, the services' logs and the state file that
 `payband status` reads. The PostgreSQL cluster lives there too, or, when PostgreSQL's
-unprivileged user cannot reach that directory (root with a mode-700 home), in /var/tmp with
-a pointer file here (see `payband.localdb`).
+unprivileged user cannot reach that directory (root with a mode-700 home), in
+/var/lib/payband with a pointer file here (see `payband.localdb`).
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from payband_contracts.settings import payband_home
 
-__all__ = ["LOOPBACK", "Home", "Ports", "telemetry_off"]
+__all__ = ["LOOPBACK", "Databases", "Home", "Ports", "apply", "telemetry_off"]
 
 LOOPBACK = "127.0.0.1"
 STATE_FILE = "stack.json"
@@ -45,21 +45,48 @@ def telemetry_off() -> dict[str, str]:
 class Ports:
     """Where each local service listens (all on 127.0.0.1)."""
 
-    postgres: int
     mlserver_http: int
     mlserver_grpc: int
     mlserver_metrics: int
     gateway: int
     monitoring: int
-    mlflow: int = 0
-    dagster: int = 0
+    mlflow: int
+    dagster: int
+
+
+@dataclass(frozen=True)
+class Databases:
+    """The local cluster's two databases, as URLs (with the cluster's password, if any)."""
+
+    warehouse: str  # postgresql://: raw records, dbt, Optuna, audit log, monitoring results
+    mlflow: str  # postgresql+psycopg://: MLflow's tracking and registry store
+
+
+def _resolved_home() -> Path:
+    return payband_home().resolve()
+
+
+# What payband creates in a home; `--fresh` removes these and nothing else (the PostgreSQL
+# cluster is removed by its owner, `LocalPostgres.remove`; the PUMS download cache stays).
+_CREATED = (
+    "store",
+    "mlflow-artifacts",
+    "dbt",
+    "logs",
+    "dagster",
+    "monitoring",
+    "serving",
+    "api-keys.local.json",
+    "gateway-keys.json",
+    STATE_FILE,
+)
 
 
 @dataclass(frozen=True)
 class Home:
-    """The layout of one PAYBAND_HOME."""
+    """The layout of one PAYBAND_HOME (made absolute: the services may run elsewhere)."""
 
-    root: Path = field(default_factory=payband_home)
+    root: Path = field(default_factory=_resolved_home)
 
     @property
     def store(self) -> Path:
@@ -74,12 +101,12 @@ class Home:
         return self.root / "logs"
 
     @property
-    def reports(self) -> Path:
-        return self.root / "reports"
-
-    @property
     def dagster(self) -> Path:
         return self.root / "dagster"
+
+    @property
+    def monitoring(self) -> Path:
+        return self.root / "monitoring"
 
     @property
     def keys(self) -> Path:
@@ -96,54 +123,55 @@ class Home:
         return self.root / STATE_FILE
 
     def prepare(self) -> None:
-        for directory in (self.root, self.logs, self.reports, self.dagster):
+        for directory in (self.root, self.logs, self.dagster):
             directory.mkdir(parents=True, exist_ok=True)
 
     def clear(self) -> None:
-        """Remove every local state payband keeps here (not the PostgreSQL cluster: its owner,
-        `LocalPostgres.remove`, does that)."""
-        if not self.root.exists():
-            return
-        for child in self.root.iterdir():
-            if child.name == ".lock":  # held by the launcher that is clearing
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
+        """Remove what payband created here, and nothing else a user may keep in the folder."""
+        for name in _CREATED:
+            path = self.root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
             else:
-                child.unlink()
+                path.unlink(missing_ok=True)
 
-    def environment(self, ports: Ports) -> dict[str, str]:
-        """The PAYBAND_* variables that point every package at this home and these ports."""
-        postgres = f"postgres@{LOOPBACK}:{ports.postgres}"
-        warehouse = f"postgresql://{postgres}/payband"
-        mlflow = f"postgresql+psycopg://{postgres}/mlflow"
+    def environment(self, databases: Databases) -> dict[str, str]:
+        """The variables that point every package at this home and these databases."""
         return {
             **telemetry_off(),
+            "NO_PROXY": _no_proxy(os.environ.get("NO_PROXY", "")),
+            "no_proxy": _no_proxy(os.environ.get("no_proxy", "")),
             "PAYBAND_HOME": str(self.root),
             "DAGSTER_HOME": str(self.dagster),
-            "PAYBAND_DATA_DATABASE_URL": warehouse,
+            "PAYBAND_DATA_DATABASE_URL": databases.warehouse,
             "PAYBAND_DATA_STORE": "local",
             "PAYBAND_DATA_STORE_DIR": str(self.store),
             "PAYBAND_TRAINING_MLFLOW_ARTIFACT_ROOT": self.mlflow_artifacts.as_uri(),
-            "PAYBAND_TRAINING_STUDY_STORAGE_URL": warehouse,
-            "PAYBAND_TRAINING_MLFLOW_TRACKING_URI": mlflow,
-            "PAYBAND_SERVING_MLFLOW_TRACKING_URI": mlflow,
+            "PAYBAND_TRAINING_STUDY_STORAGE_URL": databases.warehouse,
+            "PAYBAND_TRAINING_MLFLOW_TRACKING_URI": databases.mlflow,
+            "PAYBAND_SERVING_MLFLOW_TRACKING_URI": databases.mlflow,
+            # No image is built for a local run.
+            "PAYBAND_SERVING_CONTAINER_ENGINE": "none",
+            "PAYBAND_AUDIT_DATABASE_URL": databases.warehouse,
+            "PAYBAND_GATEWAY_API_KEYS_FILE": str(self.key_hashes),
+            "PAYBAND_MONITORING_DATABASE_URL": databases.warehouse,
+            "PAYBAND_MONITORING_MLFLOW_TRACKING_URI": databases.mlflow,
+            "PAYBAND_MONITORING_STATE_DIR": str(self.monitoring),
+        }
+
+    @staticmethod
+    def service_environment(ports: Ports) -> dict[str, str]:
+        """The variables that put each service on its port, on loopback only."""
+        return {
             "PAYBAND_SERVING_HOST": LOOPBACK,
             "PAYBAND_SERVING_HTTP_PORT": str(ports.mlserver_http),
             "PAYBAND_SERVING_GRPC_PORT": str(ports.mlserver_grpc),
             "PAYBAND_SERVING_METRICS_PORT": str(ports.mlserver_metrics),
-            # No image is built for a local run.
-            "PAYBAND_SERVING_CONTAINER_ENGINE": "none",
-            "PAYBAND_AUDIT_DATABASE_URL": warehouse,
             "PAYBAND_GATEWAY_HOST": LOOPBACK,
             "PAYBAND_GATEWAY_PORT": str(ports.gateway),
             "PAYBAND_GATEWAY_INFERENCE_URL": f"http://{LOOPBACK}:{ports.mlserver_http}",
-            "PAYBAND_GATEWAY_API_KEYS_FILE": str(self.key_hashes),
-            "PAYBAND_MONITORING_DATABASE_URL": warehouse,
-            "PAYBAND_MONITORING_MLFLOW_TRACKING_URI": mlflow,
             "PAYBAND_MONITORING_HOST": LOOPBACK,
             "PAYBAND_MONITORING_PORT": str(ports.monitoring),
-            "PAYBAND_MONITORING_STATE_DIR": str(self.root / "monitoring"),
         }
 
     def write_state(self, state: dict[str, Any]) -> None:
@@ -164,8 +192,10 @@ class Home:
         self.state_file.unlink(missing_ok=True)
 
 
-def ports_dict(ports: Ports) -> dict[str, int]:
-    return asdict(ports)
+def _no_proxy(current: str) -> str:
+    """``current`` plus loopback: a proxy from the environment must not see local traffic."""
+    names = [name for name in current.split(",") if name.strip()]
+    return ",".join([*names, *(n for n in (LOOPBACK, "localhost") if n not in names)])
 
 
 # Settings that would point the local stack at something else than what it started: a

@@ -214,6 +214,12 @@ def prepare_model(
 
     existing = current_champion()
     if existing is not None and existing.features_uri == features_uri and not retrain:
+        if existing.overridden and not override_gates:
+            raise LifecycleError(
+                f"the champion, {existing.name} version {existing.version}, is champion by an "
+                "override of its failed gates, and --no-override-gates was given: use "
+                "--override-gates, or --retrain for a model that passes them"
+            )
         console.print(f"model: reusing {existing.name} version {existing.version} (champion)")
         return existing
     settings = TrainingSettings(trials=trials, timeout_s=timeout_s)

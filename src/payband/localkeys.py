@@ -35,6 +35,7 @@ LOCAL_KEYS: dict[str, Role] = {
 
 def _write_private(path: os.PathLike[str], text: str) -> None:
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # also when the file existed with a looser mode
     with os.fdopen(descriptor, "w") as file:
         file.write(text)
 

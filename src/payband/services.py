@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -56,6 +58,8 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
     # More than an answering health URL, where a service needs it; may raise ServiceError.
     ready: Callable[[str], bool] | None = None
+    # What `payband status` asks (default: the health path).
+    status_path: str | None = None
 
     @property
     def url(self) -> str:
@@ -99,13 +103,18 @@ def gateway_service(ports: Ports) -> Service:
     return service
 
 
-def monitoring_service(ports: Ports, interval_s: float) -> Service:
+def monitoring_service(ports: Ports, interval_s: float, chunk_size: int) -> Service:
     service = Service(
         "monitoring",
         _python("payband_monitoring", "serve"),
         ports.monitoring,
         "/healthz",
-        env={"PAYBAND_MONITORING_INTERVAL_S": str(interval_s)},
+        env={
+            "PAYBAND_MONITORING_INTERVAL_S": str(interval_s),
+            "PAYBAND_MONITORING_CHUNK_SIZE": str(chunk_size),
+        },
+        # Ready only once a run has succeeded; a failing run shows here, not as "down".
+        status_path="/readyz",
     )
     service.links.update({"report": f"{service.url}/report", "metrics": f"{service.url}/metrics"})
     return service
@@ -115,8 +124,6 @@ def mlflow_service(ports: Ports, home: Home, tracking_uri: str) -> Service:
     command = _python(
         "mlflow",
         "server",
-        "--backend-store-uri",
-        tracking_uri,
         "--default-artifact-root",
         home.mlflow_artifacts.as_uri(),
         "--host",
@@ -126,7 +133,15 @@ def mlflow_service(ports: Ports, home: Home, tracking_uri: str) -> Service:
         "--workers",
         "1",
     )
-    service = Service("mlflow", command, ports.mlflow, "/health")
+    # The store's URL holds the cluster's password: in the environment, not the command line
+    # that every local user can read in `ps`.
+    service = Service(
+        "mlflow",
+        command,
+        ports.mlflow,
+        "/health",
+        env={"MLFLOW_BACKEND_STORE_URI": tracking_uri},
+    )
     service.links["UI"] = service.url
     return service
 
@@ -151,10 +166,15 @@ def _locations_loaded(url: str) -> bool:
     import httpx
 
     try:
-        answer = httpx.post(f"{url}/graphql", json={"query": _LOCATIONS}, timeout=10).json()
-        entries = answer["data"]["workspaceOrError"]["locationEntries"]
+        answer = httpx.post(
+            f"{url}/graphql", json={"query": _LOCATIONS}, timeout=10, trust_env=False
+        ).json()
+        workspace = answer["data"]["workspaceOrError"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return False
+    if workspace.get("__typename") == "PythonError":
+        raise ServiceError("dagster: the workspace failed to load (see its log)")
+    entries = workspace.get("locationEntries") or []
     for entry in entries:
         loaded = entry.get("locationOrLoadError") or {}
         if loaded.get("__typename") == "PythonError":
@@ -166,8 +186,11 @@ def _locations_loaded(url: str) -> bool:
     return bool(entries) and all(entry["loadStatus"] == "LOADED" for entry in entries)
 
 
-def choose_ports(postgres: int, *, preferred: bool) -> Ports:
-    """The well-known ports when ``preferred`` and free, else free ones."""
+def choose_ports(*, preferred: bool, avoid: frozenset[int] = frozenset()) -> Ports:
+    """The well-known ports when ``preferred`` and free, else free ones; never ``avoid``.
+
+    Chosen right before the services start: a port is free now, not when the service binds,
+    so `Stack.start` also checks that the service it started is the one answering."""
     wanted = {
         "mlserver_http": 8080,
         "mlserver_grpc": 8081,
@@ -177,7 +200,7 @@ def choose_ports(postgres: int, *, preferred: bool) -> Ports:
         "mlflow": 5000,
         "dagster": 3000,
     }
-    taken: set[int] = {postgres}
+    taken: set[int] = set(avoid)
     chosen: dict[str, int] = {}
     for name, port in wanted.items():
         if not preferred or port in taken or not _free(port):
@@ -186,7 +209,7 @@ def choose_ports(postgres: int, *, preferred: bool) -> Ports:
                 port = free_port()
         taken.add(port)
         chosen[name] = port
-    return Ports(postgres=postgres, **chosen)
+    return Ports(**chosen)
 
 
 def _free(port: int) -> bool:
@@ -232,6 +255,12 @@ class Stack:
                 (line for line in reversed(process.tail().splitlines()) if line.strip()), ""
             )
             raise ServiceError(f"{what}; last log line: {last.strip()} (log: {log_path})") from None
+        if process.process.poll() is not None:
+            raise ServiceError(
+                f"{service.name} exited with {process.process.returncode} although "
+                f"{service.health_url} answers: another program holds port {service.port}? "
+                f"(log: {log_path})"
+            )
 
     def died(self) -> list[tuple[Service, int]]:
         """The services that exited on their own, with their exit codes."""
@@ -242,12 +271,16 @@ class Stack:
         ]
 
     def stop(self) -> list[str]:
-        """Stop every service, last started first; the names of those stopped."""
+        """Stop every service, last started first; the names of those stopped.
+
+        A second Ctrl-C (or SIGTERM) while services shut down is ignored: stopping them is
+        what it would ask for anyway, and it must not cut the shutdown short."""
         stopped = []
-        while self.running:
-            service, process = self.running.pop()
-            process.stop()
-            stopped.append(service.name)
+        with _signals_held():
+            while self.running:
+                service, process = self.running.pop()
+                process.stop()
+                stopped.append(service.name)
         return stopped
 
     def describe(self) -> list[dict[str, object]]:
@@ -256,7 +289,7 @@ class Stack:
                 "name": service.name,
                 "pid": process.process.pid,
                 "url": service.url,
-                "health": service.health_url,
+                "health": service.url + (service.status_path or service.health_path),
                 "links": service.links,
                 "log": str(process.log_path),
             }
@@ -268,6 +301,23 @@ class Stack:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore SIGINT and SIGTERM meanwhile (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in _STOPPING}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
 def terminate_on_sigterm() -> None:

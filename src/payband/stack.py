@@ -10,11 +10,11 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
-from payband.home import Home
+from payband.home import Databases, Home
 from payband.lifecycle import LifecycleError
 from payband.localdb import LocalPostgres, LocalPostgresError
 
-__all__ = ["DATABASES", "LOCK_FILE", "local_postgres", "lock_home"]
+__all__ = ["DATABASES", "LOCK_FILE", "launcher", "local_postgres", "lock_home"]
 
 LOCK_FILE = ".lock"
 # The warehouse (raw records, dbt models, Optuna studies, audit log, monitoring results) and
@@ -48,50 +48,80 @@ def lock_home(home: Home, command: str) -> Iterator[None]:
             lock.truncate(0)
 
 
-class RunningPostgres:
-    """The cluster while a launcher uses it; stopped on exit only if this launcher started it."""
+def launcher(home: Home) -> str | None:
+    """What holds PAYBAND_HOME now ("payband up (pid N)"), or None when no launcher runs."""
+    path = home.root / LOCK_FILE
+    try:
+        lock = path.open("r")
+    except FileNotFoundError:
+        return None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return lock.read().strip() or "a payband launcher"
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        return None
 
-    def __init__(self, cluster: LocalPostgres, *, started_here: bool) -> None:
+
+class RunningPostgres:
+    """The cluster while a launcher uses it; stopped when the launcher is done.
+
+    Also a cluster that was already running: only one launcher uses a home at a time
+    (`lock_home`), so a running cluster was left by one that died, and is adopted.
+    """
+
+    def __init__(self, cluster: LocalPostgres) -> None:
         self.cluster = cluster
-        self.started_here = started_here
 
     @property
     def port(self) -> int:
         return self.cluster.port
 
+    @property
+    def databases(self) -> Databases:
+        return Databases(
+            warehouse=self.cluster.url("payband", driver=False),
+            mlflow=self.cluster.url("mlflow"),
+        )
+
+    @property
+    def shown_url(self) -> str:
+        """The warehouse's URL with the password masked, for printing."""
+        return self.cluster.masked_url("payband", driver=False)
+
     def __enter__(self) -> RunningPostgres:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.started_here:
-            self.cluster.stop()
+        self.cluster.stop()
 
 
 def local_postgres(home: Home, console: Console, *, fresh: bool = False) -> RunningPostgres:
-    """Start (or reuse) the local cluster and make sure payband's databases exist.
+    """Start (or adopt) the local cluster and make sure payband's databases exist.
 
-    ``fresh`` removes the cluster and everything else under PAYBAND_HOME first.
+    ``fresh`` removes the cluster and what payband created under PAYBAND_HOME first.
     """
     try:
         cluster = LocalPostgres(home.root, port=POSTGRES_PORT)
         if fresh:
-            console.print(f"starting over: removing the state in {home.root}")
+            console.print(f"starting over: removing payband's state in {home.root}")
             cluster.remove()
             home.clear()
             home.prepare()
         already = cluster.running
-        with console.status("starting PostgreSQL"):
-            cluster.start()
-        running = RunningPostgres(cluster, started_here=not already)
+        running = RunningPostgres(cluster)
         try:
+            with console.status("starting PostgreSQL"):
+                cluster.start()
             for name in DATABASES:
                 cluster.ensure_database(name)
         except BaseException:
-            running.__exit__(None, None, None)
+            cluster.stop()  # also when Ctrl-C came while pg_ctl waited for the server
             raise
     except LocalPostgresError as error:
         raise LifecycleError(f"PostgreSQL: {error}") from None
     note = f" ({cluster.port_note})" if cluster.port_note else ""
-    state = "reused the running" if already else "started the"
+    state = "adopted the running" if already else "started the"
     console.print(f"postgres: {state} cluster in {cluster.data_dir} on port {cluster.port}{note}")
     return running

@@ -171,7 +171,10 @@ async def _stream(
 ) -> StreamResult:
     result = StreamResult()
     limits = httpx.Limits(max_connections=CONCURRENCY)
-    async with httpx.AsyncClient(base_url=base_url, timeout=_TIMEOUT, limits=limits) as client:
+    # Loopback only: no proxy from the environment.
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=_TIMEOUT, limits=limits, trust_env=False
+    ) as client:
         result.predictions = await _predict_all(client, candidates, keys["predict"], tick)
         # A request the gateway must refuse (and record): an age outside the catalogue.
         bad = {**candidates[0].features, "age": 7}

@@ -152,7 +152,8 @@ def test_promote_with_override_records_it_and_moves_the_champion(store) -> None:
 
 def test_promote_moves_the_champion_to_a_version_that_passed(store) -> None:
     store.register(PASSED)
-    store.register(PASSED | {"roc_auc": 0.92})
+    # Within the no-regression tolerance of version 1, so 1 may come back.
+    store.register(PASSED | {"roc_auc": PASSED["roc_auc"] + 0.005})
     assert store.alias_version() == "2"
 
     result = promote(store, "1")

@@ -284,15 +284,17 @@ def test_a_second_override_replaces_the_override_section(store) -> None:
     assert (tags[OVERRIDE_BY_TAG], tags[OVERRIDE_PREVIOUS_TAG]) == ("Jane Doe", "2")
 
 
-def test_a_version_that_passed_is_promoted_without_an_override_record(store) -> None:
+def test_a_version_that_passes_is_promoted_without_an_override_record(store) -> None:
     first = store.register(candidate_metrics(0.90))
     store.register(candidate_metrics(0.95))
     assert store.alias_version() == "2"
+    store.register(candidate_metrics(0.80, sex_di=0.7))  # rejected: not champion
+    store.client.set_registered_model_alias(store.settings.model_name, "champion", "3")
 
-    # No card is logged: nothing is written to it when nothing is overridden.
+    # Version 1 passes against today's champion (3): no card is logged, nothing overridden.
     back = promote_with_override("1", REASON, "payband demo", store.settings)
 
-    assert (back.version, back.previous_champion, back.failed_reasons) == ("1", "2", ())
+    assert (back.version, back.previous_champion, back.failed_reasons) == ("1", "3", ())
     assert store.alias_version() == "1"
     assert OVERRIDE_TAGS.isdisjoint(store.version_tags("1"))
     assert store.client.list_artifacts(first.run_id, "model_card.md") == []
@@ -300,6 +302,18 @@ def test_a_version_that_passed_is_promoted_without_an_override_record(store) -> 
     plain = promote("2", store.settings)
     assert (plain.version, plain.previous_champion) == ("2", "1")
     assert store.alias_version() == "2"
+
+
+def test_an_older_version_that_passed_then_is_refused_if_it_regresses_now(store) -> None:
+    store.register(candidate_metrics(0.90))
+    store.register(candidate_metrics(0.95))
+    assert store.alias_version() == "2"
+
+    with pytest.raises(GatesFailed, match="roc_auc") as refused:
+        promote("1", store.settings)
+
+    assert store.alias_version() == "2"
+    assert len(refused.value.failed_reasons) == 1
 
 
 @pytest.mark.parametrize(

@@ -80,17 +80,25 @@ class EmbeddedPostgresError(RuntimeError):
 
 @dataclass(frozen=True)
 class PostgresConnectionInfo:
-    """Where one database of a running server is reached (TCP on loopback, trust auth)."""
+    """Where one database of a running server is reached (TCP on loopback).
+
+    ``password`` is None for the test servers (trust authentication); a server with password
+    authentication (payband's local cluster) sets it. It is left out of ``repr()``, so logging
+    the object does not reveal it; ``url`` and ``dsn`` do contain it.
+    """
 
     host: str
     port: int
     user: str
     database: str
+    password: str | None = dataclasses.field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        """SQLAlchemy URL using the psycopg 3 driver."""
+        """SQLAlchemy URL using the psycopg 3 driver (with the password, if any)."""
         user = quote(self.user, safe="")
+        if self.password is not None:
+            user += ":" + quote(self.password, safe="")
         database = quote(self.database, safe="")
         return f"postgresql+psycopg://{user}@{self.host}:{self.port}/{database}"
 
@@ -99,7 +107,14 @@ class PostgresConnectionInfo:
         """libpq ``key=value`` connection string (psycopg, psql, dbt-style tools)."""
         from psycopg.conninfo import make_conninfo
 
-        return make_conninfo(host=self.host, port=self.port, user=self.user, dbname=self.database)
+        # make_conninfo leaves out None values: no password keyword without a password.
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            dbname=self.database,
+            password=self.password,
+        )
 
     def connect(self, *, autocommit: bool = False, **kwargs: Any) -> psycopg.Connection[Any]:
         """Open a psycopg connection; close it (or use it as a context manager) when done."""

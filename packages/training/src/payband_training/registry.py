@@ -179,11 +179,30 @@ def promote(
     name = settings.model_name
     previous, found = _existing_version(client, name, version, settings.champion_alias)
     number = str(found.version)
-    failed = gates.failed_reasons(found.tags)
+    failed = _failed_now(client, settings, found, previous)
     if failed:
         raise GatesFailed(name, number, failed)
     _move_alias(client, settings, number)
     return Promotion(name=name, version=number, previous_champion=previous)
+
+
+def _failed_now(
+    client: MlflowClient, settings: TrainingSettings, found: ModelVersion, champion: str | None
+) -> tuple[str, ...]:
+    """The gates the version failed at registration, and the no-regression gate against the
+    champion of now (an older version that passed then may be worse than today's)."""
+    failed = list(gates.failed_reasons(found.tags))
+    version = str(found.version)
+    if champion is not None and champion != version:
+        decision = gates.decide(
+            _champion_metrics(client, found.name, version),
+            min_roc_auc=settings.min_roc_auc,
+            min_disparate_impact=settings.min_disparate_impact,
+            champion_metrics=_champion_metrics(client, found.name, champion),
+            tolerance=settings.champion_tolerance,
+        )
+        failed += [reason for reason in decision.failed if reason not in failed]
+    return tuple(failed)
 
 
 def promote_with_override(
@@ -198,8 +217,9 @@ def promote_with_override(
 
     The override is recorded first (``gate.override*`` tags on the version, an "Override"
     section in its run's model card, replacing an earlier one), then the alias moves. A
-    version whose gates passed is promoted without recording anything (``failed_reasons``
-    is then empty). Whitespace in ``reason`` and ``actor`` is collapsed to single spaces.
+    version whose gates pass (those of its registration, and no regression against the
+    current champion) is promoted without recording anything (``failed_reasons`` is then
+    empty). Whitespace in ``reason`` and ``actor`` is collapsed to single spaces.
     """
     reason, actor = _override_reason(reason), _required("actor", actor)
     client = _connected(settings, client)
@@ -212,7 +232,7 @@ def promote_with_override(
         reason=reason,
         actor=actor,
         at=datetime.now(UTC).replace(microsecond=0),
-        failed_reasons=gates.failed_reasons(found.tags),
+        failed_reasons=_failed_now(client, settings, found, previous),
     )
     if override.failed_reasons:
         # Read before anything changes: a run without a card fails here, with nothing recorded.
@@ -306,12 +326,13 @@ def _model_card(client: MlflowClient, version: ModelVersion) -> str:
 
 
 def _tag_override(client: MlflowClient, override: Override) -> None:
+    # The flag last: an interrupted call never leaves a flagged version without who and why.
     tags = {
-        OVERRIDE_TAG: "true",
         OVERRIDE_REASON_TAG: override.reason,
         OVERRIDE_BY_TAG: override.actor,
         OVERRIDE_AT_TAG: override.at.isoformat(),
         OVERRIDE_PREVIOUS_TAG: override.previous_champion or NO_CHAMPION,
+        OVERRIDE_TAG: "true",
     }
     with _translated(f"tag the override on version {override.version} of {override.name!r}"):
         for key, value in tags.items():
