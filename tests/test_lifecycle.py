@@ -105,6 +105,16 @@ def test_demo_prints_the_summary(first_demo: subprocess.CompletedProcess[str]) -
     assert "Traceback" not in first_demo.stderr
 
 
+def test_the_database_password_is_never_shown(
+    home: Path, first_demo: subprocess.CompletedProcess[str]
+) -> None:
+    password = (home / "postgres.password").read_text().strip()
+    assert len(password) >= 20
+    logs = [path.read_text(errors="replace") for path in (home / "logs").glob("*.log")]
+    for text in (first_demo.stdout, first_demo.stderr, *logs):
+        assert password not in text
+
+
 @pytest.fixture
 def cluster(home: Path, first_demo: subprocess.CompletedProcess[str]) -> Iterator[LocalPostgres]:
     """The demo's cluster, started again to look into the stores (the demo stopped it)."""
@@ -315,6 +325,10 @@ def test_up_runs_the_stack_and_status_reports_it(
         assert set(services) == {"mlserver", "gateway", "monitoring", "mlflow", "dagster"}
         status = payband(home, "status")
         assert status.returncode == 0, status.stdout
+        password = (home / "postgres.password").read_text().strip()
+        assert password not in status.stdout
+        assert password not in (home / "stack.json").read_text()
+        assert all(password not in line for line in leftovers(home))
         for name in services:
             assert re.search(rf"{name}\s.*running\s.*ok", status.stdout), status.stdout
         keys = json.loads((home / "api-keys.local.json").read_text())

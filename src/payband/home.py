@@ -79,6 +79,7 @@ _CREATED = (
     "api-keys.local.json",
     "gateway-keys.json",
     STATE_FILE,
+    STATE_FILE.replace(".json", ".tmp"),
 )
 
 
@@ -139,8 +140,8 @@ class Home:
         """The variables that point every package at this home and these databases."""
         return {
             **telemetry_off(),
-            "NO_PROXY": _no_proxy(os.environ.get("NO_PROXY", "")),
-            "no_proxy": _no_proxy(os.environ.get("no_proxy", "")),
+            "NO_PROXY": _no_proxy(),
+            "no_proxy": _no_proxy(),
             "PAYBAND_HOME": str(self.root),
             "DAGSTER_HOME": str(self.dagster),
             "PAYBAND_DATA_DATABASE_URL": databases.warehouse,
@@ -192,9 +193,14 @@ class Home:
         self.state_file.unlink(missing_ok=True)
 
 
-def _no_proxy(current: str) -> str:
-    """``current`` plus loopback: a proxy from the environment must not see local traffic."""
-    names = [name for name in current.split(",") if name.strip()]
+def _no_proxy() -> str:
+    """NO_PROXY and no_proxy of the environment, merged, plus loopback: a proxy from the
+    environment must not see local traffic, and the user's own exceptions still hold."""
+    names: list[str] = []
+    for variable in ("NO_PROXY", "no_proxy"):
+        for name in os.environ.get(variable, "").split(","):
+            if name.strip() and name.strip() not in names:
+                names.append(name.strip())
     return ",".join([*names, *(n for n in (LOOPBACK, "localhost") if n not in names)])
 
 

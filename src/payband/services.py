@@ -37,6 +37,7 @@ __all__ = [
     "mlflow_service",
     "mlserver_service",
     "monitoring_service",
+    "signals_held",
     "terminate_on_sigterm",
 ]
 
@@ -231,12 +232,11 @@ class Stack:
         self.env = env
         self.running: list[tuple[Service, ServerProcess]] = []
 
-    def start(self, service: Service, on_wait: Callable[[str], None] | None = None) -> None:
+    def start(self, service: Service) -> None:
+        """Start a service and wait until it is ready; ServiceError if it is not."""
         log_path = self.home.logs / f"{service.name}.log"
         process = start_server_process(service.command, log_path, {**self.env, **service.env})
         self.running.append((service, process))
-        if on_wait is not None:
-            on_wait(service.name)
         try:
             wait_until_ready(
                 process,
@@ -276,7 +276,7 @@ class Stack:
         A second Ctrl-C (or SIGTERM) while services shut down is ignored: stopping them is
         what it would ask for anyway, and it must not cut the shutdown short."""
         stopped = []
-        with _signals_held():
+        with signals_held():
             while self.running:
                 service, process = self.running.pop()
                 process.stop()
@@ -304,8 +304,8 @@ class Stack:
 
 
 @contextmanager
-def _signals_held() -> Iterator[None]:
-    """Ignore SIGINT and SIGTERM meanwhile (main thread only; elsewhere a no-op)."""
+def signals_held() -> Iterator[None]:
+    """Ignore SIGINT, SIGTERM and SIGHUP meanwhile (main thread only; elsewhere a no-op)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -317,7 +317,7 @@ def _signals_held() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-_STOPPING = (signal.SIGINT, signal.SIGTERM)
+_STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def terminate_on_sigterm() -> None:

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import IO
 
+import psycopg
 from rich.console import Console
 
 from payband.home import Databases, Home
 from payband.lifecycle import LifecycleError
 from payband.localdb import LocalPostgres, LocalPostgresError
+from payband.services import signals_held
+from payband_contracts.cli_support import first_line
 
 __all__ = ["DATABASES", "LOCK_FILE", "launcher", "local_postgres", "lock_home"]
 
@@ -21,6 +26,7 @@ LOCK_FILE = ".lock"
 # MLflow's tracking and registry store.
 DATABASES = ("payband", "mlflow")
 POSTGRES_PORT = 5432
+_STATUS_WAIT_S = 2.0
 
 
 @contextmanager
@@ -29,23 +35,37 @@ def lock_home(home: Home, command: str) -> Iterator[None]:
     home.prepare()
     path = home.root / LOCK_FILE
     with path.open("a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another payband command"
+        holder = _take(lock)
+        if holder is not None:
             raise LifecycleError(
                 f"{holder} is using {home.root}; stop it first (`payband status` shows it) "
                 "or set PAYBAND_HOME to another directory"
-            ) from None
+            )
         lock.seek(0)
         lock.truncate()
         lock.write(f"payband {command} (pid {os.getpid()})")
         lock.flush()
+        home.remove_state()  # left by a launcher that was killed
         try:
             yield
         finally:
             lock.truncate(0)
+
+
+def _take(lock: IO[str]) -> str | None:
+    """Lock exclusively; else who holds it. `payband status` holds it shared for an instant
+    (its holder text is then empty), so an anonymous holder is asked again for a while."""
+    deadline = time.monotonic() + _STATUS_WAIT_S
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
+            if holder or time.monotonic() > deadline:
+                return holder or "another payband command"
+            time.sleep(0.1)
 
 
 def launcher(home: Home) -> str | None:
@@ -94,7 +114,8 @@ class RunningPostgres:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.cluster.stop()
+        with signals_held():  # a second Ctrl-C must not leave the cluster half stopped
+            self.cluster.stop()
 
 
 def local_postgres(home: Home, console: Console, *, fresh: bool = False) -> RunningPostgres:
@@ -121,6 +142,12 @@ def local_postgres(home: Home, console: Console, *, fresh: bool = False) -> Runn
             raise
     except LocalPostgresError as error:
         raise LifecycleError(f"PostgreSQL: {error}") from None
+    except psycopg.OperationalError as error:
+        raise LifecycleError(
+            f"PostgreSQL refused payband's connection ({first_line(error)}); the password is "
+            f"in {cluster.password_path}: if it was lost or changed, `payband demo --fresh` "
+            "starts over"
+        ) from None
     note = f" ({cluster.port_note})" if cluster.port_note else ""
     state = "adopted the running" if already else "started the"
     console.print(f"postgres: {state} cluster in {cluster.data_dir} on port {cluster.port}{note}")

@@ -174,12 +174,12 @@ def _report_cluster(out: Console, home: Home) -> None:
     """Say so when a launcher that died left the PostgreSQL cluster running."""
     try:
         cluster = LocalPostgres(home.root)
-        running = cluster.running
-    except LocalPostgresError:
-        return
-    if running:
+        port = cluster.port if cluster.running else None
+    except (LocalPostgresError, OSError):
+        return  # not running (any more), or not set up
+    if port is not None:
         out.print(
-            f"PostgreSQL is still running from {cluster.data_dir} (port {cluster.port}), left "
+            f"PostgreSQL is still running from {cluster.data_dir} (port {port}), left "
             "by a launcher that was killed; the next `payband demo` or `payband up` adopts "
             "and stops it"
         )

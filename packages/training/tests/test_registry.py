@@ -267,6 +267,10 @@ def test_a_failed_version_becomes_champion_only_through_a_recorded_override(stor
 def test_a_second_override_replaces_the_override_section(store) -> None:
     unfair = champion_and_unfair(store)
     promote_with_override("2", REASON, "payband demo", store.settings, client=store.client)
+    # Version 1 back (an override too: it regresses against version 2), then 2 again.
+    first_run = store.client.get_model_version(store.settings.model_name, "1").run_id
+    store.log_card(first_run, CARD)
+    promote_with_override("1", REASON, "payband demo", store.settings, client=store.client)
 
     again = promote_with_override(
         "2", "Confirmed by the oversight board after review", "Jane Doe", store.settings
@@ -278,10 +282,10 @@ def test_a_second_override_replaces_the_override_section(store) -> None:
     assert "- By: Jane Doe" in card
     assert "payband demo" not in card
     assert card.count("sex disparate impact 0.500 < 0.800") == 1
-    assert "- Champion before: version 2" in card
-    assert again.previous_champion == "2"
+    assert "- Champion before: version 1" in card
+    assert again.previous_champion == "1"
     tags = store.version_tags("2")
-    assert (tags[OVERRIDE_BY_TAG], tags[OVERRIDE_PREVIOUS_TAG]) == ("Jane Doe", "2")
+    assert (tags[OVERRIDE_BY_TAG], tags[OVERRIDE_PREVIOUS_TAG]) == ("Jane Doe", "1")
 
 
 def test_a_version_that_passes_is_promoted_without_an_override_record(store) -> None:
@@ -354,3 +358,16 @@ def test_an_override_without_a_model_card_records_nothing(store) -> None:
 def test_promoting_before_any_registration_is_refused(store) -> None:
     with pytest.raises(RegistryError, match="no registered model 'salary-band' yet"):
         promote("1", store.settings)
+
+
+def test_overriding_for_the_champion_itself_records_nothing(store) -> None:
+    rejected = store.register(candidate_metrics(0.90, sex_di=0.5))
+    store.log_card(rejected.run_id, CARD)
+    first = promote_with_override("1", REASON, "payband demo", store.settings)
+    assert first.failed_reasons
+    recorded = store.version_tags("1")
+
+    again = promote_with_override("1", REASON, "someone else", store.settings)
+
+    assert (again.previous_champion, again.failed_reasons) == ("1", ())
+    assert store.version_tags("1") == recorded  # the first override stays the record

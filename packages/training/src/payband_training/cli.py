@@ -146,11 +146,12 @@ def promote(
         )
         return
     done = _run(lambda: registry.promote_with_override(version, reason, by, settings))
-    how = (
-        f"gates overridden by {done.actor}, recorded on the version and in its model card"
-        if done.failed_reasons
-        else "its gates passed, so nothing was overridden"
-    )
+    if done.previous_champion == done.version:
+        how = "it already was, so nothing was overridden"
+    elif done.failed_reasons:
+        how = f"gates overridden by {done.actor}, recorded on the version and in its model card"
+    else:
+        how = "its gates passed, so nothing was overridden"
     typer.echo(
         f"{done.name} version {done.version} is champion "
         f"(before: {done.previous_champion or 'none'}); {how}"

@@ -62,7 +62,7 @@ def decide(
         )
         for attribute in attributes
     ]
-    outcomes.append(_not_worse_than_champion(metrics, champion_metrics, tolerance))
+    outcomes.append(not_worse_than_champion(metrics, champion_metrics, tolerance))
     return GateDecision(
         passed=all(passed for passed, _ in outcomes),
         reasons=[reason for _, reason in outcomes],
@@ -124,9 +124,10 @@ def _at_least(
     return False, f"{label} {shown} < {shown_minimum}"
 
 
-def _not_worse_than_champion(
+def not_worse_than_champion(
     metrics: Mapping[str, float], champion_metrics: Mapping[str, float] | None, tolerance: float
 ) -> tuple[bool, str]:
+    """The no-regression gate: (passed, reason)."""
     if champion_metrics is None:
         return True, "no champion to compare with"
     champion = _value(champion_metrics, ROC_AUC)

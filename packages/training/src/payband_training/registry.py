@@ -193,15 +193,17 @@ def _failed_now(
     champion of now (an older version that passed then may be worse than today's)."""
     failed = list(gates.failed_reasons(found.tags))
     version = str(found.version)
-    if champion is not None and champion != version:
-        decision = gates.decide(
-            _champion_metrics(client, found.name, version),
-            min_roc_auc=settings.min_roc_auc,
-            min_disparate_impact=settings.min_disparate_impact,
-            champion_metrics=_champion_metrics(client, found.name, champion),
-            tolerance=settings.champion_tolerance,
+    if champion is None or champion == version:
+        return tuple(failed)
+    metrics = _champion_metrics(client, found.name, version)
+    if metrics:  # a version whose run is gone keeps the decision of its registration
+        passed, reason = gates.not_worse_than_champion(
+            metrics,
+            _champion_metrics(client, found.name, champion),
+            settings.champion_tolerance,
         )
-        failed += [reason for reason in decision.failed if reason not in failed]
+        if not passed and reason not in failed:
+            failed.append(reason)
     return tuple(failed)
 
 
@@ -225,6 +227,16 @@ def promote_with_override(
     client = _connected(settings, client)
     name = settings.model_name
     previous, found = _existing_version(client, name, version, settings.champion_alias)
+    if previous == str(found.version):  # already champion: nothing to override, or record
+        return Override(
+            name=name,
+            version=previous,
+            previous_champion=previous,
+            reason=reason,
+            actor=actor,
+            at=datetime.now(UTC).replace(microsecond=0),
+            failed_reasons=(),
+        )
     override = Override(
         name=name,
         version=str(found.version),
