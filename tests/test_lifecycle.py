@@ -383,3 +383,21 @@ def test_fresh_removes_only_what_payband_made(tmp_path: Path) -> None:
     (tmp_path / "projects").mkdir()
     home.clear()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt", "projects"]
+
+
+def test_one_launcher_per_home(tmp_path: Path) -> None:
+    from payband.home import Home
+    from payband.lifecycle import LifecycleError
+    from payband.stack import launcher, lock_home
+
+    home = Home(tmp_path)
+    assert launcher(home) is None
+    with lock_home(home, "up"):
+        holder = launcher(home)
+        assert holder == f"payband up (pid {os.getpid()})"
+        refused = pytest.raises(LifecycleError, match=re.escape(f"{holder} is using {tmp_path}"))
+        with refused, lock_home(home, "demo"):
+            pass
+    assert launcher(home) is None
+    with lock_home(home, "demo"):  # free again
+        assert launcher(home) == f"payband demo (pid {os.getpid()})"

@@ -53,18 +53,17 @@ def lock_home(home: Home, command: str) -> Iterator[None]:
 
 
 def _take(lock: IO[str]) -> str | None:
-    """Lock exclusively; else who holds it. `payband status` holds it shared for an instant
-    (its holder text is then empty), so an anonymous holder is asked again for a while."""
+    """Lock exclusively; else who holds it. `payband status` holds it shared for an instant,
+    so the lock is asked for again during a short while before giving up."""
     deadline = time.monotonic() + _STATUS_WAIT_S
     while True:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return None
         except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip()
-            if holder or time.monotonic() > deadline:
-                return holder or "another payband command"
+            if time.monotonic() > deadline:
+                lock.seek(0)
+                return lock.read().strip() or "another payband command"
             time.sleep(0.1)
 
 
