@@ -19,7 +19,6 @@ from rich.table import Table
 
 from payband.home import Home, apply
 from payband.lifecycle import (
-    SOURCE,
     DataVersions,
     LifecycleError,
     ModelState,
@@ -268,6 +267,3 @@ def _summary(
         "docs, MLServer, monitoring) and prints its URLs and local API keys",
         soft_wrap=True,
     )
-
-
-__all__ += ["SOURCE"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -66,7 +66,6 @@ class ModelState:
     test_uri: str = ""
     features_uri: str = ""
     trials: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def quiet_libraries() -> None:
