@@ -47,7 +47,6 @@ class DataVersions:
     raw_uri: str
     features_uri: str
     reused: bool
-    rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,6 @@ class ModelState:
     version: str
     run_id: str
     metrics: dict[str, float]
-    tags: dict[str, str]
     reused: bool
     gate_passed: bool
     gate_reasons: tuple[str, ...] = ()
@@ -146,7 +144,7 @@ def prepare_data(console: Console, *, rebuild: bool = False) -> DataVersions:
         with console.status("exporting the features snapshot"):
             features = guarded("snapshot", lambda: snapshot(SOURCE, BAND_EDGES, settings))
     console.print(f"data: features version {features.uri}")
-    return DataVersions(raw.uri, features.uri, reused=False, rows=rows)
+    return DataVersions(raw.uri, features.uri, reused=False)
 
 
 def _state(client: Any, name: str, version: str, *, reused: bool) -> ModelState:
@@ -160,7 +158,6 @@ def _state(client: Any, name: str, version: str, *, reused: bool) -> ModelState:
         version=version,
         run_id=model_version.run_id,
         metrics=dict(run.data.metrics),
-        tags=tags,
         reused=reused,
         gate_passed=tags.get(DECISION_TAG) == "promoted",
         gate_reasons=failed_reasons(tags),
