@@ -18,7 +18,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = ["contracts", "data", "training", "serving", "gateway", "audit", "monitoring"]
-MEMBERS = [*SERVICES, "testing"]
+# Deployed on their own, never a dependency of the umbrella: the Dagster instance (webserver
+# and daemon) serves the other packages' code locations over gRPC, it does not import them.
+DEPLOYABLES = ["orchestration"]
+MEMBERS = [*SERVICES, *DEPLOYABLES, "testing"]
 
 # Which payband packages each member may import (ARCHITECTURE.md, "Layout").
 ALLOWED_PAYBAND_IMPORTS = {
@@ -33,6 +36,7 @@ ALLOWED_PAYBAND_IMPORTS = {
     "monitoring": {"contracts", "audit"},
     # The shared fixtures build test models in the one model format (payband_contracts.model).
     "testing": {"contracts"},
+    "orchestration": set(),
 }
 
 
@@ -72,7 +76,9 @@ def test_workspace_members_are_the_architecture_packages():
     assert root["tool"]["uv"]["workspace"]["members"] == ["packages/*"]
     found = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").exists())
     assert found == sorted(MEMBERS)
-    assert set(root["project"]["dependencies"]) >= {f"payband-{name}" for name in SERVICES}
+    root_dependencies = {requirement_name(r) for r in root["project"]["dependencies"]}
+    assert root_dependencies >= {f"payband-{name}" for name in SERVICES}
+    assert root_dependencies.isdisjoint({f"payband-{name}" for name in DEPLOYABLES})
     assert root["project"]["requires-python"] == ">=3.11,<3.13"
 
 

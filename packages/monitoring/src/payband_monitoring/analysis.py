@@ -52,7 +52,7 @@ from payband_monitoring.errors import MonitoringConfigError, MonitoringError
 from payband_monitoring.reference import WatchedModel
 from payband_monitoring.settings import MonitoringSettings
 
-__all__ = ["PROTECTED", "Analysis", "ResultRow", "analyse", "analysis_frame"]
+__all__ = ["CALCULATORS", "PROTECTED", "Analysis", "ResultRow", "analyse", "analysis_frame"]
 
 FEATURES = [str(spec.name) for spec in FEATURE_CATALOGUE.features]
 CATEGORICAL = [str(s.name) for s in FEATURE_CATALOGUE.features if s.categories is not None]
@@ -63,6 +63,7 @@ Y_PRED, Y_TRUE = "y_pred", "y_true"
 UNIVARIATE, MULTIVARIATE = "univariate_drift", "multivariate_drift"
 ESTIMATED, REALIZED, FAIRNESS = "estimated_performance", "realized_performance", "fairness"
 SELECTION_RATE, DISPARATE_IMPACT = "selection_rate", "disparate_impact"
+CALCULATORS = (UNIVARIATE, MULTIVARIATE, ESTIMATED, REALIZED, FAIRNESS)
 # The reference data must give this many chunks (thresholds are statistics over them).
 MIN_REFERENCE_CHUNKS = 4
 MAX_FOLDS = 10
@@ -117,8 +118,14 @@ class Analysis:
 
     def alerts(self) -> list[ResultRow]:
         """Alerts in the latest chunk of each calculator."""
-        calculators = (UNIVARIATE, MULTIVARIATE, ESTIMATED, REALIZED, FAIRNESS)
-        return [row for c in calculators for row in self.latest(c) if row.alert]
+        return [row for c in CALCULATORS for row in self.latest(c) if row.alert]
+
+    def alert_counts(self) -> dict[str, int]:
+        """How many alerts each calculator raised in its latest chunk (0 included)."""
+        counts = dict.fromkeys(CALCULATORS, 0)
+        for row in self.alerts():
+            counts[row.calculator] += 1
+        return counts
 
 
 @contextmanager

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
-from payband_contracts.cli_support import add_version_option, fail, run_guarded, settings_problems
+from payband_contracts.cli_support import add_version_option, run_guarded
 from payband_monitoring import __version__
 
 HELP = "Monitoring of the served model: drift, estimated and realized performance, fairness."
@@ -19,21 +18,15 @@ add_version_option(app, f"payband-monitoring {__version__}", HELP)
 
 
 def _settings(**overrides: Any) -> Any:
-    from payband_monitoring.settings import MonitoringSettings
+    from payband_monitoring.settings import load_settings
 
-    try:
-        return MonitoringSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as error:
-        fail(f"invalid setting: {settings_problems(error)}")
+    return run_guarded(lambda: load_settings(**overrides), _errors())
 
 
 def _audit_settings() -> Any:
-    from payband_audit import AuditSettings
+    from payband_monitoring.settings import load_audit_settings
 
-    try:
-        return AuditSettings()
-    except ValidationError as error:
-        fail(f"invalid audit setting (PAYBAND_AUDIT_*): {settings_problems(error)}")
+    return run_guarded(load_audit_settings, _errors())
 
 
 def _errors() -> tuple[type[BaseException], ...]:
@@ -43,22 +36,10 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 
 def _summary(analysis: Any, settings: Any) -> None:
-    from payband_monitoring.report import pending
+    from payband_monitoring.report import summary_lines
 
-    typer.echo(f"model: {analysis.model_name} version {analysis.model_version}")
-    typer.echo(
-        f"records: {analysis.rows_analysed} analysed in {analysis.chunks} chunks "
-        f"({analysis.chunking}), {analysis.rows_with_outcome} of them with an outcome; "
-        f"not analysed: {pending(analysis, settings)}"
-    )
-    alerts = analysis.alerts()
-    if not alerts:
-        typer.echo("alerts in the latest chunk: none")
-        return
-    typer.echo(f"alerts in the latest chunk: {len(alerts)}")
-    for row in alerts:
-        method = f" {row.method}" if row.method else ""
-        typer.echo(f"  {row.calculator}: {row.subject}{method} = {row.value:.4g}")
+    for line in summary_lines(analysis, settings):
+        typer.echo(line)
 
 
 Model = Annotated[

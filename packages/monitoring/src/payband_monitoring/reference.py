@@ -32,6 +32,9 @@ from payband_monitoring.settings import MonitoringSettings
 __all__ = ["WatchedModel", "load_reference", "resolve_model"]
 
 FEATURES = [str(spec.name) for spec in FEATURE_CATALOGUE.features]
+# MLflow reads artifacts kept on S3 (MinIO in production) through boto3.
+_S3_SUPPORT = find_spec("boto3") is not None
+NO_S3_SUPPORT = "the artifacts are on S3, which needs boto3 installed"
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,15 @@ def _download(client: object, uri: str, target: Path) -> Path:
 
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
+    except ImportError as error:
+        if error.name == "boto3" or not _S3_SUPPORT:
+            raise MonitoringConfigError(f"cannot download {uri}: {NO_S3_SUPPORT}") from None
+        raise
     except (MlflowException, OSError) as error:
-        raise MonitoringUnavailable(f"cannot download {uri}: {first_line(error)}") from None
+        reason = first_line(error)
+        if not _S3_SUPPORT and "boto3" in reason:
+            raise MonitoringConfigError(f"cannot download {uri}: {NO_S3_SUPPORT}") from None
+        raise MonitoringUnavailable(f"cannot download {uri}: {reason}") from None
 
 
 def check_reference(reference: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame:

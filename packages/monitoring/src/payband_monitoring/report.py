@@ -23,7 +23,7 @@ from payband_monitoring.analysis import (
 )
 from payband_monitoring.settings import MonitoringSettings
 
-__all__ = ["pending", "render", "write_report"]
+__all__ = ["pending", "render", "summary_lines", "write_report"]
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem; color: #1f2933; }
@@ -54,6 +54,24 @@ def pending(analysis: Analysis, settings: MonitoringSettings) -> str:
     else:
         why = f"waiting for a full chunk of {settings.chunk_size}"
     return f"{analysis.rows_pending} {why}"
+
+
+def summary_lines(analysis: Analysis, settings: MonitoringSettings) -> list[str]:
+    """What a run found, in the lines `payband-monitoring run` prints (and Dagster logs)."""
+    lines = [
+        f"model: {analysis.model_name} version {analysis.model_version}",
+        f"records: {analysis.rows_analysed} analysed in {analysis.chunks} chunks "
+        f"({analysis.chunking}), {analysis.rows_with_outcome} of them with an outcome; "
+        f"not analysed: {pending(analysis, settings)}",
+    ]
+    alerts = analysis.alerts()
+    if not alerts:
+        return [*lines, "alerts in the latest chunk: none"]
+    lines.append(f"alerts in the latest chunk: {len(alerts)}")
+    for row in alerts:
+        method = f" {row.method}" if row.method else ""
+        lines.append(f"  {row.calculator}: {row.subject}{method} = {row.value:.4g}")
+    return lines
 
 
 def _number(value: float | None) -> str:

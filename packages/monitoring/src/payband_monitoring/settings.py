@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from payband_contracts.cli_support import settings_problems
 from payband_contracts.settings import payband_home
+from payband_monitoring.errors import MonitoringConfigError
+
+if TYPE_CHECKING:
+    from payband_audit import AuditSettings
 
 # Distances between 0 and 1, so that one threshold fits them all (Wasserstein is in the
 # feature's own units and is left out).
@@ -103,3 +108,24 @@ class MonitoringSettings(BaseSettings):
     @property
     def download_dir(self) -> Path:
         return self.state_dir / "models"
+
+
+def load_settings(**overrides: Any) -> MonitoringSettings:
+    """PAYBAND_MONITORING_* with ``overrides`` (None: not given); a bad value is a
+    MonitoringConfigError in one line naming it."""
+    try:
+        return MonitoringSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        raise MonitoringConfigError(f"invalid setting: {settings_problems(error)}") from None
+
+
+def load_audit_settings() -> AuditSettings:
+    """PAYBAND_AUDIT_* (where the audit log is read); MonitoringConfigError on a bad value."""
+    from payband_audit import AuditSettings
+
+    try:
+        return AuditSettings()
+    except ValidationError as error:
+        raise MonitoringConfigError(
+            f"invalid audit setting (PAYBAND_AUDIT_*): {settings_problems(error)}"
+        ) from None
