@@ -18,6 +18,7 @@ __all__ = [
     "DASHBOARDS",
     "DATASOURCE",
     "DEPLOY",
+    "K8S",
     "PROMETHEUS",
     "PROMETHEUS_BUILTINS",
     "Query",
@@ -28,8 +29,10 @@ __all__ = [
     "family",
     "fetch_promtool",
     "load_yaml",
+    "load_yaml_documents",
     "metric_names",
     "panels",
+    "scrape_jobs",
     "variable_query",
 ]
 
@@ -38,6 +41,7 @@ DEPLOY = ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
 GRAFANA = DEPLOY / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
+K8S = DEPLOY / "k8s"
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 
 # Series Prometheus makes itself (per target, and for alerts); no service exports them.
@@ -185,6 +189,17 @@ def load_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
+def load_yaml_documents(path: Path) -> list[Any]:
+    """Every non-empty document of a multi-document YAML file, in order."""
+    return [document for document in yaml.safe_load_all(path.read_text()) if document]
+
+
+def scrape_jobs() -> dict[str, dict[str, Any]]:
+    """The scrape configs of deploy/prometheus/prometheus.yml by job name."""
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
 def alert_rules() -> list[dict[str, Any]]:
     """Every alerting rule of deploy/prometheus/rules/*.yml."""
     return [
@@ -282,3 +297,120 @@ def fetch_promtool(directory: Path) -> Path:
     package = next(directory.glob("prometheus_*.deb"))
     _run(["dpkg-deb", "-x", str(package), str(directory / "root")], directory)
     return directory / "root" / "usr" / "bin" / "promtool"
+
+
+# deploy/compose.yaml, its env file and what it must agree with (tests/test_deploy_compose.py).
+
+COMPOSE = DEPLOY / "compose.yaml"
+ENV_EXAMPLE = DEPLOY / ".env.example"
+
+
+def compose_file() -> dict[str, Any]:
+    """deploy/compose.yaml as Compose reads it before interpolation (anchors and merge keys
+    resolved, ``${VAR}`` left as written)."""
+    return load_yaml(COMPOSE)
+
+
+def compose_spec_schema() -> dict[str, Any]:
+    """The compose specification's JSON Schema, as vendored by check-jsonschema (offline)."""
+    from importlib.resources import files
+
+    vendor = files("check_jsonschema.builtin_schemas.vendor")
+    return json.loads(vendor.joinpath("compose-spec.json").read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """One ``$`` expression of a Compose file: ``${name}``, ``${name<op><arg>}`` or ``$name``
+    (``op`` is ``:-``, ``-``, ``:?``, ``?``, ``:+`` or ``+``; empty when there is none)."""
+
+    name: str
+    op: str
+    arg: str
+    braced: bool
+
+
+_INTERPOLATION = re.compile(
+    r"""
+    \$\$                                                    # an escaped dollar: no variable
+    | \$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}
+    | \$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)
+    | (?P<bad>\$\{[^}]*\}?|\$)                              # anything else after a $
+    """,
+    re.VERBOSE,
+)
+
+
+def interpolations(text: str) -> list[Interpolation]:
+    """Every variable ``text`` interpolates, in order, with Compose's rules: ``$$`` is a
+    literal dollar. A ``$`` that starts no valid expression raises ValueError, as Compose
+    refuses it."""
+    found = []
+    for match in _INTERPOLATION.finditer(text):
+        if match["bad"] is not None:
+            raise ValueError(f"invalid interpolation {match['bad']!r} at offset {match.start()}")
+        if match["name"]:
+            found.append(Interpolation(match["name"], match["op"] or "", match["arg"] or "", True))
+        elif match["bare"]:
+            found.append(Interpolation(match["bare"], "", "", False))
+    return found
+
+
+@dataclass(frozen=True)
+class EnvVariable:
+    """One ``NAME=value`` line of an env file and the comment lines right above it."""
+
+    name: str
+    value: str
+    comment: str
+
+
+def env_file(path: Path = ENV_EXAMPLE) -> dict[str, EnvVariable]:
+    """The variables of an env file by name; a name given twice raises ValueError."""
+    found: dict[str, EnvVariable] = {}
+    comment: list[str] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped:
+            comment = []
+        elif stripped.startswith("#"):
+            comment.append(stripped.lstrip("#").strip())
+        else:
+            name, equals, value = stripped.partition("=")
+            if not equals or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{path.name}:{number}: not NAME=value: {line!r}")
+            if name in found:
+                raise ValueError(f"{path.name}:{number}: {name} is set twice")
+            found[name] = EnvVariable(name, value, " ".join(comment))
+            comment = []
+    return found
+
+
+def scrape_targets() -> list[tuple[str, str, int]]:
+    """(job, host, port) of every static target of deploy/prometheus/prometheus.yml."""
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    found = []
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, _, port = target.rpartition(":")
+                found.append((job["job_name"], host, int(port)))
+    return found
+
+
+def grafana_datasources() -> list[dict[str, Any]]:
+    """The datasources Grafana is provisioned with."""
+    return [
+        source
+        for path in sorted((GRAFANA / "provisioning" / "datasources").glob("*.yml"))
+        for source in load_yaml(path)["datasources"]
+    ]
+
+
+def grafana_dashboard_providers() -> list[dict[str, Any]]:
+    """The dashboard providers Grafana is provisioned with."""
+    return [
+        provider
+        for path in sorted((GRAFANA / "provisioning" / "dashboards").glob("*.yml"))
+        for provider in load_yaml(path)["providers"]
+    ]
