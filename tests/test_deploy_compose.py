@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 import pytest
+import yaml
 from jsonschema.validators import validator_for
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
@@ -355,7 +356,7 @@ def test_postgres_makes_the_four_databases(services: dict[str, dict[str, Any]]) 
     for database in ("payband", "mlflow", "lakefs", "dagster"):
         assert f"CREATE DATABASE {database} OWNER {database};" in sql
     # The script reads the passwords from the container's environment.
-    passwords = re.findall(r"-v \w+=\"\$(\w+)\"", sql)
+    passwords = re.findall(r"\\getenv \w+ (\w+)", sql)
     assert len(passwords) == 5
     for variable in passwords:
         assert variable in environment(postgres), variable
@@ -370,7 +371,9 @@ def test_minio_init_makes_the_buckets(services: dict[str, dict[str, Any]]) -> No
     )
     script = (DEPLOY / script_path).read_text()
     assert "mc mb --ignore-existing local/payband-lakefs local/mlflow" in script
-    for variable in sorted(set(re.findall(r"\"\$([A-Z][A-Z0-9_]*)\"", script))):
+    variables = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]*)", script))
+    assert {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"} <= variables
+    for variable in sorted(variables):
         assert variable in environment(init), variable
     assert init["image"].startswith("minio/mc:")
 
@@ -465,7 +468,15 @@ def test_telemetry_is_off_everywhere(services: dict[str, dict[str, Any]]) -> Non
     grafana = environment(services["grafana"])
     assert grafana["GF_ANALYTICS_REPORTING_ENABLED"] == "false"
     assert grafana["GF_ANALYTICS_CHECK_FOR_UPDATES"] == "false"
-    assert environment(services["lakefs"])["LAKEFS_STATS_ENABLED"] == "false"
+    assert grafana["GF_PLUGINS_PREINSTALL_DISABLED"] == "true"
+    lakefs = services["lakefs"]
+    assert environment(lakefs)["LAKEFS_STATS_ENABLED"] == "false"
+    assert environment(lakefs)["LAKEFS_SECURITY_CHECK_LATEST_VERSION"] == "false"
+    # lakeFS ignores an empty variable: the advisory check's URL is emptied in its config file.
+    assert lakefs["command"] == ["run", "--config", "/etc/lakefs/config.yaml"]
+    assert "./lakefs/config.yaml:/etc/lakefs/config.yaml:ro" in lakefs["volumes"]
+    config = yaml.safe_load((DEPLOY / "lakefs" / "config.yaml").read_text())
+    assert config == {"security": {"audit_check_url": ""}}
 
 
 # 2. Interpolation: deploy/.env.example holds every variable; secrets are required

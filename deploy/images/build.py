@@ -43,6 +43,7 @@ PACKAGES = ("contracts", "audit", "data", "training", "serving", "gateway", "mon
 PACKAGES += ("orchestration",)
 BASE_IMAGE = "localhost/payband-base:bookworm"
 DEFAULT_REPORT = ROOT / "build" / "images.json"
+LOGS = ROOT / "build" / "logs"  # one build log per package
 SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 
 
@@ -60,19 +61,29 @@ class Built:
     size_mb: float
 
 
-def run(command: list[str], *, what: str, capture: bool = False, **kwargs) -> str:
-    """Run ``command``; a failure is a BuildError naming ``what`` and the output's last line."""
-    result = subprocess.run(
-        command, check=False, text=True, capture_output=capture or None, **kwargs
-    )
+def run(command: list[str], *, what: str, capture: bool = False, log: Path | None = None) -> str:
+    """Run ``command``; its output goes to ``log`` if given. A failure is a BuildError naming
+    ``what``, the last error line (podman's ``Error: ...``) and the log."""
+    try:
+        result = subprocess.run(
+            command, check=False, text=True, capture_output=capture or log is not None
+        )
+    except OSError as error:  # e.g. tar or git missing
+        raise BuildError(f"{what}: cannot run {command[0]}: {error.strerror or error}") from None
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(result.stdout + result.stderr)
     if result.returncode != 0:
-        last = ((result.stderr or "") + (result.stdout or "")).strip().splitlines()[-1:] or [""]
-        raise BuildError(f"{what} failed (exit {result.returncode}) {last[0]}".rstrip())
+        lines = ((result.stdout or "") + (result.stderr or "")).strip().splitlines()
+        errors = [line for line in lines if line.startswith(("Error", "error"))]
+        last = (errors or lines or [""])[-1]
+        where = f" (log: {log})" if log is not None else ""
+        raise BuildError(f"{what} failed (exit {result.returncode}): {last}{where}")
     return result.stdout or ""
 
 
-def podman(*args: str, what: str, capture: bool = False) -> str:
-    return run(["podman", *args], what=what, capture=capture)
+def podman(*args: str, what: str, capture: bool = False, log: Path | None = None) -> str:
+    return run(["podman", *args], what=what, capture=capture, log=log)
 
 
 def image_exists(tag: str) -> bool:
@@ -115,7 +126,8 @@ def make_base_image(tag: str) -> float:
             what="debootstrap",
             capture=True,
         )
-        # No package caches or lists in the image: it never runs apt.
+        # No package caches or lists in the image (an image that needs a package runs
+        # apt-get update itself, as the monitoring image does).
         for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for path in (rootfs / leftover).glob("*"):
                 if path.is_file():
@@ -208,7 +220,7 @@ def build(package: str, *, base: str, uv_image: str, cache: str, rev: str) -> Bu
         f"REVISION={rev}",
         str(ROOT),
         what=f"podman build of payband-{package}",
-        capture=True,
+        log=LOGS / f"{package}.log",
     )
     seconds = time.monotonic() - started
     size = podman("image", "inspect", "--format", "{{.Size}}", tag, what="inspect", capture=True)
@@ -259,24 +271,27 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown package {unknown[0]!r}: choose from {', '.join(PACKAGES)}")
     os.environ.setdefault("CONTAINERS_CONF", str(HERE / "containers.conf"))
+    built: list[Built] = []
+    base_seconds = None
+    base = args.base_image or BASE_IMAGE
     try:
         if shutil.which("podman") is None:
             raise BuildError("podman is not installed (apt-get install podman runc)")
-        base_seconds = None
-        base = args.base_image or BASE_IMAGE
         if args.base_image is None and not image_exists(base):
             base_seconds = make_base_image(base)
         uv, uv_version = uv_binary()
         uv_image = make_uv_image(uv, uv_version)
         cache, rev = uv_cache_dir(uv), revision()
-        built = []
         for package in args.packages or PACKAGES:
             built.append(build(package, base=base, uv_image=uv_image, cache=cache, rev=rev))
             print(f"built {built[-1].tag} in {built[-1].seconds:.0f} s", flush=True)
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    write_report(args.report, base, built)
+    finally:
+        # What was built is recorded even when a later image fails.
+        if built:
+            write_report(args.report, base, built)
     print(table(built, base_seconds))
     print(f"report: {args.report}")
     return 0

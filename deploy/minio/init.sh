@@ -7,7 +7,8 @@
 #   mlflow           MLflow's artifacts           user MLFLOW_S3_ACCESS_KEY_ID
 set -eu
 
-mc alias set local http://minio:9000 "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null
+# The alias "local" from the environment, so the root password is on no command line.
+export MC_HOST_local="http://${MINIO_ROOT_USER}:${MINIO_ROOT_PASSWORD}@minio:9000"
 mc mb --ignore-existing local/payband-lakefs local/mlflow
 
 # policy NAME BUCKET: every S3 action on BUCKET and its objects, nothing else.
@@ -22,8 +23,13 @@ EOF
 # user ACCESS_KEY SECRET_KEY POLICY
 user() {
     mc admin user add local "$1" "$2"
-    # MinIO refuses to attach a policy the user already has: that is the state wanted.
-    mc admin policy attach local "$3" --user "$1" || echo "policy $3 already attached to $1"
+    # MinIO refuses to attach a policy the user already has: attach it only when missing, so
+    # that any other failure stops this script.
+    if mc admin user info local "$1" --json | grep -Eq "\"policyName\": ?\"([^\"]*,)?$3[,\"]"; then
+        echo "policy $3 already attached to $1"
+    else
+        mc admin policy attach local "$3" --user "$1"
+    fi
 }
 
 policy payband-lakefs payband-lakefs

@@ -51,6 +51,12 @@ def podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.C
     return result
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _close_client() -> Iterator[None]:
+    yield
+    CLIENT.close()
+
+
 @pytest.fixture(scope="session")
 def images() -> dict[str, dict]:
     assert shutil.which("podman"), "podman is needed (apt-get install podman runc)"
@@ -65,37 +71,40 @@ def inspect(tag: str) -> dict:
     return json.loads(podman("image", "inspect", tag).stdout)[0]
 
 
-def run_in(tag: str, *command: str, env: dict[str, str] | None = None) -> str:
-    """Run ``command`` in a fresh container of ``tag``; its output (a failure fails the test)."""
+def run_in(
+    tag: str, *command: str, env: dict[str, str] | None = None, options: Sequence[str] = ()
+) -> str:
+    """Run ``command`` in a fresh container of ``tag``; its output, stdout then stderr (a
+    failure fails the test)."""
     variables = [f"--env={key}={value}" for key, value in (env or {}).items()]
-    result = podman("run", "--rm", "--network", "host", *variables, tag, *command, check=False)
-    assert result.returncode == 0, (
-        f"{command} in {tag}: exit {result.returncode}\n" + (result.stdout + result.stderr)[-3000:]
+    result = podman(
+        "run", "--rm", "--network", "host", *options, *variables, tag, *command, check=False
     )
-    return result.stdout
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, (
+        f"{command} in {tag}: exit {result.returncode}\n" + (output[-3000:])
+    )
+    return output
 
 
 @contextlib.contextmanager
 def container(
-    tag: str, command: Sequence[str] = (), *, env: dict[str, str] | None = None
+    tag: str,
+    command: Sequence[str] = (),
+    *,
+    env: dict[str, str] | None = None,
+    read_only: bool = False,
 ) -> Iterator[str]:
-    """A detached container of ``tag`` on the host network, removed afterwards."""
+    """A detached container of ``tag`` on the host network, removed afterwards (also when it
+    was created but failed to start). ``read_only``: the root filesystem is read-only, with
+    podman's tmpfs on /tmp, as Kubernetes runs the serving tier."""
     name = f"payband-smoke-{uuid.uuid4().hex[:10]}"
     variables = [f"--env={key}={value}" for key, value in (env or {}).items()]
-    # The health check is run by hand below (podman's timers need systemd).
-    podman(
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        "host",
-        "--health-interval=disable",
-        *variables,
-        tag,
-        *command,
-    )
+    options = ["--read-only"] if read_only else []
     try:
+        # The health check is run by hand below (podman's timers need systemd).
+        podman("run", "-d", "--name", name, "--network", "host", "--health-interval=disable",
+               *options, *variables, tag, *command)  # fmt: skip
         yield name
     finally:
         podman("rm", "--force", "--time", "5", name, check=False)
@@ -189,7 +198,7 @@ def test_code_location_loads_in_its_image(images, package):
         images[package]["tag"],
         "dagster", "definitions", "validate", "-m", f"payband_{package}.definitions",
     )  # fmt: skip
-    assert "Validation successful" in output or output == "", output
+    assert f"Validation successful for code location payband_{package}.definitions" in output
 
 
 def test_data_image_ingests_the_adult_data_into_its_store(images):
@@ -256,7 +265,8 @@ def model_image(images, tiny_model, tmp_path_factory) -> Iterator[tuple[str, int
 @pytest.fixture(scope="module")
 def model_server(model_image) -> Iterator[str]:
     tag, port = model_image
-    with container(tag) as name:
+    # Loopback only, although the serving image listens on every interface by default.
+    with container(tag, env={"PAYBAND_SERVING_HOST": "127.0.0.1"}, read_only=True) as name:
         wait_for(name, f"http://127.0.0.1:{port}/v2/health/ready", timeout=180)
         yield name
 
@@ -270,6 +280,22 @@ def test_model_image_serves_the_bundled_model(model_image, model_server, tiny_mo
     assert_healthy(model_server)
     labels = inspect(model_image[0])["Config"]["Labels"]
     assert labels["io.payband.model.name"] == "salary-band"
+
+
+def test_serving_image_bundles_a_registered_version(images, mlflow_champion, tmp_path_factory):
+    # The serving pipeline's step inside the serving image: resolve models:/name/version in
+    # the MLflow registry (PostgreSQL, through psycopg) and write its bundle.
+    artifacts = str(tmp_path_factory.getbasetemp())
+    output = run_in(
+        images["serving"]["tag"],
+        "payband-serving", "bundle", "--no-image", "--output", "/tmp/bundles",
+        "--model-uri", f"models:/{mlflow_champion.name}/{mlflow_champion.version}",
+        env={"PAYBAND_SERVING_MLFLOW_TRACKING_URI": mlflow_champion.uri},
+        # The registry's artifacts are in this session's temporary directories (mode 700,
+        # root's): mounted read-only, and read as root for that reason only.
+        options=["--user", "0:0", "--volume", f"{artifacts}:{artifacts}:ro"],
+    )  # fmt: skip
+    assert f"{mlflow_champion.name}-{mlflow_champion.version}" in output
 
 
 @pytest.fixture
@@ -290,8 +316,10 @@ def test_gateway_image_answers_through_the_model_image(
         "PAYBAND_GATEWAY_INFERENCE_URL": f"http://127.0.0.1:{model_image[1]}",
         "PAYBAND_GATEWAY_API_KEYS": json.dumps([key.entry()]),
         "PAYBAND_AUDIT_DATABASE_URL": audit_database.url,
+        # The home is read-only here: matplotlib (the explanation charts) caches in /tmp.
+        "MPLCONFIGDIR": "/tmp/matplotlib",
     }
-    with container(images["gateway"]["tag"], env=env) as name:
+    with container(images["gateway"]["tag"], env=env, read_only=True) as name:
         url = f"http://127.0.0.1:{port}"
         assert wait_for(name, f"{url}/healthz").json()["status"] == "ok"
         assert_healthy(name)

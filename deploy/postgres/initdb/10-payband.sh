@@ -23,13 +23,14 @@ for name in APP_DB_PASSWORD GATEWAY_DB_PASSWORD MLFLOW_DB_PASSWORD LAKEFS_DB_PAS
     fi
 done
 
-# psql fills :'name' with the quoted value of each -v variable: no password is spliced into SQL.
-psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$POSTGRES_USER" --dbname postgres \
-    -v app_password="$APP_DB_PASSWORD" \
-    -v gateway_password="$GATEWAY_DB_PASSWORD" \
-    -v mlflow_password="$MLFLOW_DB_PASSWORD" \
-    -v lakefs_password="$LAKEFS_DB_PASSWORD" \
-    -v dagster_password="$DAGSTER_DB_PASSWORD" <<'SQL'
+# psql reads the passwords from its environment (\getenv, psql 15+), so none is on a command
+# line, and fills :'name' with the quoted value: no password is spliced into SQL.
+psql -v ON_ERROR_STOP=1 --no-psqlrc --username "$POSTGRES_USER" --dbname postgres <<'SQL'
+\getenv app_password APP_DB_PASSWORD
+\getenv gateway_password GATEWAY_DB_PASSWORD
+\getenv mlflow_password MLFLOW_DB_PASSWORD
+\getenv lakefs_password LAKEFS_DB_PASSWORD
+\getenv dagster_password DAGSTER_DB_PASSWORD
 CREATE ROLE payband LOGIN PASSWORD :'app_password';
 CREATE ROLE mlflow LOGIN PASSWORD :'mlflow_password';
 CREATE ROLE lakefs LOGIN PASSWORD :'lakefs_password';

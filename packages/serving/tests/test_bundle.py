@@ -438,3 +438,18 @@ def test_a_failed_build_raises_the_engines_error(
     assert str(local_bundle.directory) in message
     assert _calls(tmp_path)[0][0] == "build", "an explicit engine is used without a probe"
     verify_bundle(local_bundle.directory)
+
+
+def test_a_postgresql_registry_without_psycopg_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    # An image without the driver fails before MLflow would, naming what is missing.
+    from payband_serving import source
+
+    monkeypatch.setattr(source, "_POSTGRES_SUPPORT", False)
+    with pytest.raises(source.ModelSourceError, match=r"^the tracking store is PostgreSQL, which"):
+        resolve(
+            "models:/salary-band@champion",
+            tracking_uri="postgresql://u@127.0.0.1:1/mlflow",
+            download_dir=tmp_path,
+        )

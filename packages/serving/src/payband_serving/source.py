@@ -40,6 +40,8 @@ ARTIFACTS_DIR = "artifacts"
 MLFLOW_SCHEMES = ("models", "runs")
 # MLflow reads artifacts kept on S3 (MinIO in production) through boto3.
 _S3_SUPPORT = importlib.util.find_spec("boto3") is not None
+# A PostgreSQL tracking store is reached with psycopg 3 (payband_contracts.tracking_url).
+_POSTGRES_SUPPORT = importlib.util.find_spec("psycopg") is not None
 
 
 # user:password@ in any URL of a message (MLflow puts its request URLs into its errors).
@@ -133,6 +135,8 @@ def check_tracking_database(uri: str) -> None:
 
     MLflow itself retries an unreachable database for about 100 s, a server for minutes.
     """
+    if uri.startswith("postgresql") and not _POSTGRES_SUPPORT:
+        raise ModelSourceError("the tracking store is PostgreSQL, which needs psycopg installed")
     if problem := tracking_problem(uri):
         raise ModelSourceError(problem)
 
