@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 __all__ = [
     "DASHBOARDS",
@@ -414,3 +416,19 @@ def grafana_dashboard_providers() -> list[dict[str, Any]]:
         for path in sorted((GRAFANA / "provisioning" / "dashboards").glob("*.yml"))
         for provider in load_yaml(path)["providers"]
     ]
+
+
+def field_errors(settings: type[BaseSettings], values: dict[str, str]) -> list[str]:
+    """What the settings class says about these field values (its field validators
+    included), as an environment would give them. Errors of the whole model (the gateway
+    reading its key file, say) are not the fields' and are left out."""
+    try:
+        # The values given win over the environment, and only their errors count.
+        settings.model_validate(values)
+    except ValidationError as error:
+        return [
+            f"{problem['loc'][0]}: {problem['msg']}"
+            for problem in error.errors()
+            if problem["loc"] and problem["loc"][0] in values
+        ]
+    return []

@@ -14,7 +14,6 @@ from urllib.parse import SplitResult, urlsplit
 import pytest
 import yaml
 from jsonschema.validators import validator_for
-from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from payband_audit.settings import AuditSettings
@@ -34,6 +33,7 @@ from tests.deploy_config import (
     compose_file,
     compose_spec_schema,
     env_file,
+    field_errors,
     grafana_dashboard_providers,
     grafana_datasources,
     interpolations,
@@ -697,22 +697,6 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "PAYBAND_DATA_": DataSettings,
     "PAYBAND_": ContractsSettings,
 }
-
-
-def field_errors(settings: type[BaseSettings], values: dict[str, str]) -> list[str]:
-    """What the settings class says about these field values (its field validators
-    included), as an environment would give them. Errors of the whole model (the gateway
-    reading its key file, say) are not the fields' and are left out."""
-    try:
-        # The values given win over the environment, and only their errors count.
-        settings.model_validate(values)
-    except ValidationError as error:
-        return [
-            f"{problem['loc'][0]}: {problem['msg']}"
-            for problem in error.errors()
-            if problem["loc"] and problem["loc"][0] in values
-        ]
-    return []
 
 
 def test_every_payband_variable_is_a_setting(services: dict[str, dict[str, Any]]) -> None:

@@ -28,12 +28,11 @@ from collections.abc import Callable
 from importlib.metadata import version
 from ipaddress import ip_address
 from pathlib import PurePosixPath
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
-from pydantic import TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings
 
 from payband_audit.settings import AuditSettings
@@ -41,7 +40,7 @@ from payband_contracts.settings import ContractsSettings
 from payband_gateway.settings import GatewaySettings
 from payband_monitoring.settings import MonitoringSettings
 from payband_serving.settings import ServingSettings
-from tests.deploy_config import K8S, load_yaml, load_yaml_documents, scrape_jobs
+from tests.deploy_config import K8S, field_errors, load_yaml, load_yaml_documents, scrape_jobs
 
 KUBERNETES = kubernetes_validate.latest_version()
 NAMESPACE = "payband"
@@ -457,18 +456,17 @@ def test_every_literal_value_is_valid_for_its_field(
     workload: dict[str, Any], container: dict[str, Any]
 ) -> None:
     known = settings_variables(SETTINGS[image_repository(container["image"])])
-    problems = []
+    by_settings: dict[type, dict[str, str]] = {}
     for name, value in environment(container).items():
         # Unknown names are the test above's; values from the Secret are not in the manifests.
         if name not in known or not isinstance(value, str):
             continue
         cls, field = known[name]
-        info = cls.model_fields[field]
-        kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
-        try:
-            TypeAdapter(kind).validate_python(value)
-        except ValidationError as error:
-            problems.append(f"{name}={value!r}: {error.errors()[0]['msg']}")
+        by_settings.setdefault(cls, {})[field] = value
+    # As the settings class reads them, its field validators included.
+    problems = [
+        problem for cls, values in by_settings.items() for problem in field_errors(cls, values)
+    ]
     assert problems == []
 
 

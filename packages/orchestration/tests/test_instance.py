@@ -4,8 +4,10 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 import yaml
 
@@ -218,3 +220,29 @@ def test_a_missing_database_is_one_line_without_the_password(
     # Dagster's retry warnings were kept quiet.
     captured = capsys.readouterr()
     assert "Retrying" not in captured.out + captured.err
+
+
+def test_a_user_who_may_not_create_tables_is_one_line(
+    tmp_path: Path, postgres_database: PostgresConnectionInfo, monkeypatch: pytest.MonkeyPatch
+):
+    # Since PostgreSQL 15 only the database's owner creates tables in its public schema;
+    # dagster-postgres re-raises that refusal as SQLAlchemy's own error.
+    role = f"no_create_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_database.dsn, autocommit=True) as connection:
+        connection.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        settings = settings_for(postgres_database, postgres_user=role)
+        write_instance(tmp_path, settings)
+        for name, value in instance_environment(tmp_path, settings).items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(StorageError) as raised:
+            check_storage(tmp_path, settings)
+        message = str(raised.value)
+        assert message.startswith(f"cannot use PostgreSQL at 127.0.0.1:{postgres_database.port}")
+        assert f"user '{role}'" in message
+        assert "permission denied" in message
+        assert "\n" not in message
+    finally:
+        with psycopg.connect(postgres_database.dsn, autocommit=True) as connection:
+            connection.execute(f'DROP OWNED BY "{role}"')
+            connection.execute(f'DROP ROLE "{role}"')

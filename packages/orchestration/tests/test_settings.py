@@ -24,6 +24,7 @@ def test_defaults_fit_one_machine():
         "data=127.0.0.1:4000",
         "training=127.0.0.1:4001",
         "serving=127.0.0.1:4002",
+        "monitoring=127.0.0.1:4003",
     ]
 
 

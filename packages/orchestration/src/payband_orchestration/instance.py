@@ -161,6 +161,7 @@ def check_storage(home: Path, settings: OrchestrationSettings, *, upgrade: bool 
 
     from dagster import DagsterInstance
     from dagster_postgres.utils import DagsterPostgresException
+    from sqlalchemy.exc import SQLAlchemyError
 
     try:
         with _quiet_retries():
@@ -173,6 +174,11 @@ def check_storage(home: Path, settings: OrchestrationSettings, *, upgrade: bool 
     except DagsterPostgresException as error:
         cause = error.__cause__
         reason = getattr(cause, "orig", None) or cause or error  # the driver's own message
+        raise StorageError(f"cannot use {where}: {_first_line(reason)}") from None
+    except SQLAlchemyError as error:
+        # dagster-postgres re-raises other refusals as they are, e.g. a user who may not
+        # create tables in the database (PostgreSQL 15+ unless it owns the database).
+        reason = getattr(error, "orig", None) or error
         raise StorageError(f"cannot use {where}: {_first_line(reason)}") from None
 
 

@@ -25,7 +25,9 @@ ENV_PREFIX = "PAYBAND_ORCHESTRATION_"
 
 # The packages with a Dagster code location, one code server each (ports 4000 and up when
 # they share a machine; in the compose file each is `dagster-<name>:4000`).
-DEFAULT_CODE_LOCATIONS = "data=127.0.0.1:4000,training=127.0.0.1:4001,serving=127.0.0.1:4002"
+DEFAULT_CODE_LOCATIONS = (
+    "data=127.0.0.1:4000,training=127.0.0.1:4001,serving=127.0.0.1:4002,monitoring=127.0.0.1:4003"
+)
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 

@@ -135,7 +135,7 @@ def check_tracking_database(uri: str) -> None:
 
     MLflow itself retries an unreachable database for about 100 s, a server for minutes.
     """
-    if uri.startswith("postgresql") and not _POSTGRES_SUPPORT:
+    if not _POSTGRES_SUPPORT and uri.startswith("postgresql+psycopg://"):
         raise ModelSourceError("the tracking store is PostgreSQL, which needs psycopg installed")
     if problem := tracking_problem(uri):
         raise ModelSourceError(problem)
