@@ -6,11 +6,13 @@ process boundary (training's artifact, MLServer's input), so it lives here and n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from payband_contracts.bands import SalaryBands
 from payband_contracts.catalogue import FEATURE_CATALOGUE
@@ -20,6 +22,7 @@ __all__ = [
     "BOOSTER_FEATURE_TYPES",
     "BOOSTER_FILE",
     "METADATA_FILE",
+    "DecisionRule",
     "MODEL_FORMAT",
     "MULTICLASS_OBJECTIVE",
     "REFERENCE_FILE",
@@ -49,6 +52,76 @@ class ModelSchemaError(ValueError):
     """A model's metadata is missing, malformed or does not match its booster."""
 
 
+class DecisionRule(BaseModel):
+    """How a band follows from a candidate's band probabilities: one rule for every candidate.
+
+    The band is the one with the highest ``log p(band) + band_offsets[band]`` (ties go to
+    the lower band); no offsets is the plain most-probable band. For two bands this is a
+    cut-off: band 1 exactly when ``p(band 1) > cut_off``. The rule is part of the model:
+    training chooses it, the gates judge the bands it gives, serving applies it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    band_offsets: tuple[float, ...] = ()
+
+    @model_validator(mode="after")
+    def _finite(self) -> DecisionRule:
+        if not all(math.isfinite(offset) for offset in self.band_offsets):
+            raise ValueError(f"band offsets must be finite numbers: {list(self.band_offsets)}")
+        return self
+
+    @classmethod
+    def with_cut_off(cls, cut_off: float) -> DecisionRule:
+        """The two-band rule "band 1 when p(band 1) > cut_off" (0 < cut_off < 1)."""
+        if not 0 < cut_off < 1:
+            raise ValueError(f"a cut-off lies strictly between 0 and 1, not {cut_off}")
+        return cls(band_offsets=(0.0, math.log((1 - cut_off) / cut_off)))
+
+    @property
+    def cut_off(self) -> float:
+        """The two-band cut-off on p(band 1) (0.5 without offsets); ValueError for more bands."""
+        if not self.band_offsets:
+            return 0.5
+        if len(self.band_offsets) != 2:
+            raise ValueError(f"a rule over {len(self.band_offsets)} bands has no single cut-off")
+        low, high = self.band_offsets
+        return 1.0 / (1.0 + math.exp(high - low))
+
+    def describe(self, band_labels: Sequence[str]) -> str:
+        """The rule in words, for model cards and notices."""
+        if len(band_labels) == 2:
+            return (
+                f"band {band_labels[1]} when its probability is above {self.cut_off:.3f}, "
+                f"otherwise {band_labels[0]}"
+            )
+        if not any(self.band_offsets):
+            return "the most probable band"
+        shifts = ", ".join(
+            f"{label} {offset:+.3f}" for label, offset in zip(band_labels, self.band_offsets)
+        )
+        return f"the band with the highest log-probability plus its offset ({shifts})"
+
+    def bands(self, probabilities: np.ndarray) -> np.ndarray:
+        """The band (int64 [N]) of each row of band probabilities [N, B]."""
+        matrix = np.asarray(probabilities, dtype=np.float64)
+        if matrix.ndim != 2:
+            raise ValueError(f"probabilities must have shape (rows, bands), not {matrix.shape}")
+        if self.band_offsets and matrix.shape[1] != len(self.band_offsets):
+            raise ValueError(
+                f"{matrix.shape[1]} probability columns for a rule over "
+                f"{len(self.band_offsets)} bands"
+            )
+        if not any(self.band_offsets):
+            return matrix.argmax(axis=1).astype(np.int64)
+        if matrix.shape[1] == 2:
+            # Compared on the probability itself, as the cut-off is stated.
+            return (matrix[:, 1] > self.cut_off).astype(np.int64)
+        with np.errstate(divide="ignore"):
+            scores = np.log(matrix) + np.asarray(self.band_offsets)
+        return scores.argmax(axis=1).astype(np.int64)
+
+
 class ModelSchema(BaseModel):
     """What a model was trained with and needs at prediction time (``payband_model.json``).
 
@@ -75,6 +148,8 @@ class ModelSchema(BaseModel):
     source: str
     year: str
     states: tuple[str, ...] = ()
+    # The band from the probabilities; models that predate it take the most probable band.
+    decision: DecisionRule = Field(default_factory=DecisionRule)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSchema:
@@ -96,6 +171,11 @@ class ModelSchema(BaseModel):
                 f"band labels {list(self.band_labels)} do not match the band edges "
                 f"{list(self.band_edges_usd)} (expected {list(expected)})"
             )
+        if self.decision.band_offsets and len(self.decision.band_offsets) != len(expected):
+            raise ValueError(
+                f"the decision rule has {len(self.decision.band_offsets)} band offsets for "
+                f"{len(expected)} bands"
+            )
         return self
 
     @classmethod
@@ -110,6 +190,7 @@ class ModelSchema(BaseModel):
         source: str,
         year: str,
         states: Sequence[str] = (),
+        decision: DecisionRule | None = None,
     ) -> ModelSchema:
         """The schema of a model over the catalogue's features, in catalogue order; sex and
         race only if ``use_protected``; levels in catalogue order."""
@@ -134,11 +215,16 @@ class ModelSchema(BaseModel):
             source=source,
             year=year,
             states=tuple(states),
+            decision=decision or DecisionRule(),
         )
 
     @property
     def n_bands(self) -> int:
         return len(self.band_labels)
+
+    def bands(self, probabilities: np.ndarray) -> np.ndarray:
+        """The band of each row of probabilities under the model's decision rule."""
+        return self.decision.bands(probabilities)
 
     @property
     def integer_features(self) -> tuple[str, ...]:

@@ -174,12 +174,12 @@ def predict_probabilities(booster: xgb.Booster, inputs: pd.DataFrame, n_bands: i
 
 
 def predict_frame(booster: xgb.Booster, schema: ModelSchema, frame: pd.DataFrame) -> pd.DataFrame:
-    """The prediction for raw rows: predicted band (argmax, ties to the lower band), then
-    one probability column per band label; the frame's index is kept."""
+    """The prediction for raw rows: the band the model's decision rule gives, then one
+    probability column per band label; the frame's index is kept."""
     inputs = encode_inputs(frame, schema)
     probabilities = predict_probabilities(booster, inputs, schema.n_bands)
     result = pd.DataFrame(probabilities, columns=list(schema.band_labels), index=frame.index)
-    result.insert(0, PREDICTED_BAND, probabilities.argmax(axis=1).astype(np.int64))
+    result.insert(0, PREDICTED_BAND, schema.bands(probabilities))
     return result
 
 
