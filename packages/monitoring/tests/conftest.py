@@ -27,7 +27,7 @@ from payband_contracts import (
 from payband_contracts.messages import EXAMPLE_PREDICTION
 from payband_monitoring.settings import MonitoringSettings
 from payband_monitoring.store import migrate
-from payband_testing.model import synthetic_candidates
+from payband_testing.model import TinyModel, synthetic_candidates
 from payband_testing.postgres import PostgresConnectionInfo
 from payband_testing.registry import MlflowChampion
 
@@ -64,21 +64,29 @@ def audit_settings(database: str) -> AuditSettings:
 
 
 class Feed:
-    """Writes predictions of the tiny model, and outcomes, through the real AuditWriter."""
+    """Writes predictions of the tiny model (or of ``model``, registered as ``version``), with
+    the band its decision rule gives as serving does, and outcomes, through the real
+    AuditWriter."""
 
-    def __init__(self, registry: MlflowChampion, audit_settings: AuditSettings) -> None:
-        self.model = registry.model
-        self.version = registry.version
+    def __init__(
+        self,
+        registry: MlflowChampion,
+        audit_settings: AuditSettings,
+        *,
+        model: TinyModel | None = None,
+        version: str | None = None,
+    ) -> None:
+        self.model = model or registry.model
+        self.version = version or registry.version
         self.audit_settings = audit_settings
         self.bands = SalaryBands(edges_usd=self.model.schema.band_edges_usd)
         self.clock = datetime(2026, 11, 1, tzinfo=UTC)
 
     def _pair(
-        self, candidate: dict[str, object], probabilities: np.ndarray, at: datetime
+        self, candidate: dict[str, object], probabilities: np.ndarray, band: int, at: datetime
     ) -> tuple[PredictionRequestRecord, Prediction]:
         prediction_id = uuid.uuid4()
         model = ModelRef(name=MODEL_NAME, version=self.version)
-        band = int(probabilities.argmax())
         shares = [round(float(p), 6) for p in probabilities[:-1]]
         shares.append(round(1.0 - sum(shares), 6))
         prediction = Prediction.model_validate(
@@ -109,10 +117,11 @@ class Feed:
     ) -> list[uuid.UUID]:
         """Record the model's prediction of each candidate, ``step`` apart; their ids."""
         probabilities = self.model.probabilities(candidates)
+        bands = self.model.schema.bands(probabilities)
         pairs = []
         for row, candidate in enumerate(candidates.to_dict("records")):
             self.clock += step
-            pairs.append(self._pair(candidate, probabilities[row], self.clock))
+            pairs.append(self._pair(candidate, probabilities[row], int(bands[row]), self.clock))
 
         async def write() -> None:
             async with AuditWriter(settings=self.audit_settings) as writer:
@@ -146,6 +155,14 @@ class Feed:
 @pytest.fixture
 def feed(registry: MlflowChampion, audit_settings: AuditSettings) -> Feed:
     return Feed(registry, audit_settings)
+
+
+@pytest.fixture
+def feed_of(
+    registry: MlflowChampion, audit_settings: AuditSettings
+) -> Callable[[TinyModel, str], Feed]:
+    """``feed_of(model, version)``: a Feed of ``model`` registered as ``version``."""
+    return lambda model, version: Feed(registry, audit_settings, model=model, version=version)
 
 
 def _like_reference(rows: int, seed: int) -> pd.DataFrame:

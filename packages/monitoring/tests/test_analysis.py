@@ -119,7 +119,7 @@ def test_outcomes_fed_back_give_realized_performance(
         for row in analysis.results
         if row.calculator == ESTIMATED
     }
-    predicted = feed.model.probabilities(candidates[:500]).argmax(axis=1)
+    predicted = feed.model.schema.bands(feed.model.probabilities(candidates[:500]))
     assert realized[(0, "accuracy")] == pytest.approx(float(np.mean(predicted == truth[:500])))
     # The truth is drawn from the model's probabilities, so CBPE's estimate is close.
     for chunk in (0, 1):
@@ -220,8 +220,8 @@ def test_a_three_band_model_is_analysed_as_multiclass(tiny_model_three_bands, tm
     records = candidates.assign(
         prediction_id=[f"id-{i}" for i in range(1_000)],
         received_at=[start + timedelta(minutes=i) for i in range(1_000)],
-        band_index=probabilities.argmax(axis=1),
-        outcome_band_index=pd.array(probabilities.argmax(axis=1), dtype="Int64"),
+        band_index=model.schema.bands(probabilities),
+        outcome_band_index=pd.array(model.schema.bands(probabilities), dtype="Int64"),
         **{f"probability_{i}": probabilities[:, i] for i in range(3)},
     )
     settings = MonitoringSettings(state_dir=tmp_path, chunk_size=500)
@@ -244,6 +244,6 @@ def test_a_three_band_model_is_analysed_as_multiclass(tiny_model_three_bands, tm
         for row in analysis.results
         if row.chunk_index == 0 and row.method == SELECTION_RATE and row.subject.startswith("sex")
     }
-    first = probabilities[:500].argmax(axis=1) == 2
+    first = model.schema.bands(probabilities[:500]) == 2
     women = (candidates["sex"] == "female").to_numpy()[:500]
     assert selected["sex=female"] == pytest.approx(first[women].mean())

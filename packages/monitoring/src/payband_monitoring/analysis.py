@@ -4,6 +4,10 @@ The reference data is the champion's test set as training logged it; the analysi
 every answered prediction of that model version in the audit log, oldest first. Both are
 brought into one shape: the catalogue's features, ``y_pred`` (band index), ``p_<i>`` (the
 probability of band i), ``y_true`` (the true band index; empty until an outcome arrives).
+``y_pred`` is the band of the model's decision rule, never re-derived here: the band served
+in the records, ``predicted_band`` in the reference (checked against the rule on loading).
+NannyML takes it as given (CBPE estimates the confusion matrix from it and the calibrated
+probabilities), so a cut-off other than 0.5 is judged as served.
 
 Conventions:
 - Chunks are ``chunk_size`` records (an incomplete last chunk waits until it is full) or one
@@ -19,7 +23,8 @@ Conventions:
   so records drawn like the reference raised alerts.
 - Performance (estimated and realized) alerts only below the reference mean minus three
   standard deviations: a model that does better than on its test set is no cause for alarm.
-- Fairness: a record is "selected" when its predicted band is at least the favourable band;
+- Fairness: a record is "selected" when its band (the band served, the decision rule's) is at
+  least the favourable band, as training's fairness gate judges the rule's bands;
   disparate impact is the lowest over the highest selection rate among the groups with at
   least ``min_group_rows`` records in the chunk (1.0 when no such group is selected).
 """
@@ -100,6 +105,7 @@ class Analysis:
     rows_pending: int
     rows_with_outcome: int
     favourable_band: int
+    decision_rule: str  # the model's, in words: how the judged bands follow from probabilities
     results: list[ResultRow] = field(default_factory=list)
     nannyml: dict[str, Any] = field(default_factory=dict)
     reference_fairness: dict[str, float] = field(default_factory=dict)
@@ -407,6 +413,7 @@ def analyse(
         rows_pending=len(analysis) - analysed,
         rows_with_outcome=sum(int(chunk.data[Y_TRUE].notna().sum()) for chunk in chunks),
         favourable_band=favourable,
+        decision_rule=model.schema.decision.describe(model.schema.band_labels),
     )
     for attribute in PROTECTED:
         ratio = disparate_impact(

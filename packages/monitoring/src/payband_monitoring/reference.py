@@ -106,8 +106,8 @@ def _download(client: object, uri: str, target: Path) -> Path:
 
 
 def check_reference(reference: pd.DataFrame, schema: ModelSchema) -> pd.DataFrame:
-    """The reference data if it has the contract's columns; MonitoringConfigError naming what
-    it lacks otherwise."""
+    """The reference data if it has the contract's columns and its predicted bands are the
+    model's decision rule's; MonitoringConfigError saying what is wrong otherwise."""
     needed = [*FEATURES, REFERENCE_TRUTH, REFERENCE_PREDICTION, *schema.band_labels]
     if missing := [name for name in needed if name not in reference.columns]:
         raise MonitoringConfigError(
@@ -116,6 +116,16 @@ def check_reference(reference: pd.DataFrame, schema: ModelSchema) -> pd.DataFram
         )
     if reference.empty:
         raise MonitoringConfigError("the reference data has no rows")
+    # Thresholds and the reference's fairness are judged on these bands: they must be the
+    # bands served, not, say, the most probable band of a model with a cut-off.
+    probabilities = reference[list(schema.band_labels)].to_numpy(dtype="float64")
+    predicted = reference[REFERENCE_PREDICTION].to_numpy()
+    if differ := int((schema.bands(probabilities) != predicted).sum()):
+        raise MonitoringConfigError(
+            f"the reference data's {REFERENCE_PREDICTION} differs from the model's decision "
+            f"rule ({schema.decision.describe(schema.band_labels)}) in {differ} of "
+            f"{len(reference)} rows; was it written by payband-training?"
+        )
     return reference
 
 

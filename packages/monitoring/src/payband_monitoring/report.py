@@ -128,6 +128,7 @@ def render(analysis: Analysis, settings: MonitoringSettings) -> str:
             ["records analysed", str(analysis.rows_analysed)],
             ["records not analysed", html.escape(pending(analysis, settings))],
             ["records with an outcome", str(analysis.rows_with_outcome)],
+            ["decision rule (the bands judged)", html.escape(analysis.decision_rule)],
             ["favourable band (fairness)", str(analysis.favourable_band)],
             ["monitoring run", html.escape(analysis.run_id)],
             ["written", now],

@@ -54,8 +54,8 @@ class MonitoringSettings(BaseSettings):
     drift_threshold: Annotated[float, Field(gt=0, le=1)] = 0.1
     performance_metrics: tuple[PerformanceMetric, ...] = ("roc_auc", "accuracy", "f1")
 
-    # Fairness: a candidate is selected when the predicted band index is at least this one
-    # (default: the highest band), as in training's fairness gate.
+    # Fairness: a candidate is selected when the band served (the model's decision rule's) is
+    # at least this one (default: the highest band), as in training's fairness gate.
     favourable_band: Annotated[int, Field(ge=1)] | None = None
     min_disparate_impact: Annotated[float, Field(ge=0, le=1)] = 0.8
     # Groups with fewer records in a chunk are left out of its disparate impact.
