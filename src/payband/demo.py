@@ -187,6 +187,53 @@ def _fairness_table(model: ModelState) -> Table:
     return table
 
 
+def _bias_table(model: ModelState) -> Table:
+    """Before (the best trial without mitigation) and after (the champion), on the test set."""
+    from payband_training.tracking import UNMITIGATED_PREFIX
+
+    front = model.metrics.get("search_front_size")
+    trials = model.metrics.get("search_complete")
+    title = "Bias mitigation on the held-out test set"
+    if front is not None and trials is not None:
+        title += f" ({trials:.0f} trials searched, {front:.0f} on the Pareto front)"
+    table = Table(title=title)
+    for column in ("measure", "before (no mitigation)", "after (champion)"):
+        table.add_column(column, justify="left" if column == "measure" else "right")
+    names = [
+        ("ROC AUC", "roc_auc"),
+        ("accuracy", "accuracy"),
+        ("balanced accuracy", "balanced_accuracy"),
+        *(
+            (f"disparate impact by {attribute}", f"{attribute}_disparate_impact")
+            for attribute in FAIRNESS_ATTRIBUTES
+        ),
+        *(
+            (
+                f"equal-opportunity difference by {attribute}",
+                f"{attribute}_equal_opportunity_difference",
+            )
+            for attribute in FAIRNESS_ATTRIBUTES
+        ),
+    ]
+    for label, name in names:
+        table.add_row(
+            label,
+            _shown(model.metrics, f"{UNMITIGATED_PREFIX}{name}"),
+            _shown(model.metrics, name, interval=name.endswith("_disparate_impact")),
+        )
+    return table
+
+
+def _shown(metrics: dict[str, float], name: str, *, interval: bool = False) -> str:
+    if name not in metrics:
+        return "n/a"
+    shown = f"{metrics[name]:.3f}"
+    low, high = metrics.get(f"{name}_ci_low"), metrics.get(f"{name}_ci_high")
+    if interval and low is not None and high is not None:
+        shown += f" [{low:.3f}, {high:.3f}]"
+    return shown
+
+
 def _drift(analysis: Any) -> dict[str, list[int]]:
     """Feature -> the chunks in which univariate drift alerted."""
     found: dict[str, set[int]] = defaultdict(set)
@@ -231,6 +278,7 @@ def _summary(
                 "the gates were not lowered"
             )
     line(_fairness_table(model))
+    line(_bias_table(model))
     refused = f", {sent.rejected} refused with 422 as invalid" if sent.rejected else ""
     line(f"requests answered: {sent.answered}{refused}")
     line(f"outcomes recorded: {sent.outcomes}; reviews recorded: {sent.reviews}")

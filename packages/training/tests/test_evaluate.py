@@ -8,13 +8,17 @@ from dataclasses import FrozenInstanceError
 import numpy as np
 import pandas as pd
 import pytest
+from fairlearn.metrics import MetricFrame, selection_rate, true_positive_rate
 from mlflow.utils.validation import _validate_metric_name
 
+from payband_contracts.model import DecisionRule
 from payband_training.evaluate import (
     Evaluation,
     EvaluationInputError,
     GroupRates,
+    deciding_groups,
     evaluate,
+    label_disparate_impact,
 )
 
 BINARY_LABELS = ("<=50K", ">50K")
@@ -230,7 +234,7 @@ def test_a_group_without_favourable_truth_has_no_tpr_and_no_difference() -> None
     assert metrics["sex_group_female_true_positive_rate"] == pytest.approx(1.0)
     assert metrics["sex_disparate_impact"] == pytest.approx(2 / 3)
     table = result.fairness_table()
-    assert "| male | 4 | 0.750 | n/a | 0.750 |" in table
+    assert "| male | 4 | 0.750 |  | n/a | 0.750 |" in table
     assert "| Equal-opportunity difference | n/a |" in table
     assert "true positive rate undefined for sex = male" in table
 
@@ -335,9 +339,9 @@ def test_fairness_table(binary: Evaluation) -> None:
     assert "#### By sex" in table
     assert "#### By race" in table
     assert table.index("#### By sex") < table.index("#### By race")
-    assert "| female | 4 | 0.500 | 1.000 | 0.000 |" in table
-    assert "| male | 4 | 0.750 | 1.000 | 0.667 |" in table
-    assert "| black | 2 | 1.000 | 1.000 | n/a |" in table
+    assert "| female | 4 | 0.500 |  | 1.000 | 0.000 |" in table
+    assert "| male | 4 | 0.750 |  | 1.000 | 0.667 |" in table
+    assert "| black | 2 | 1.000 |  | 1.000 | n/a |" in table
     assert "| Disparate impact (min/max selection rate) | 0.667 |" in table
     assert "| Equalized-odds difference | 0.167 |" in table
     assert "- false positive rate undefined for race = black" in table
@@ -394,3 +398,162 @@ def test_bad_input_is_refused_with_a_message(
 ) -> None:
     with pytest.raises(EvaluationInputError, match=message):
         evaluate(truth, proba, groups, labels, favourable_band=favourable)
+
+
+def test_bands_come_from_the_decision_rule() -> None:
+    # A cut-off of 0.25 selects the rows with p1 0.3 too: [1, 1, 1, 0, 1, 1, 1, 0].
+    rule = DecisionRule.with_cut_off(0.25)
+    result = evaluate(
+        BINARY_TRUTH, binary_proba(BINARY_P1), {"sex": SEX}, BINARY_LABELS, decision=rule
+    )
+    by_sex = rates(result, "sex")
+    assert by_sex["female"].selection_rate == pytest.approx(3 / 4)
+    assert by_sex["male"].selection_rate == pytest.approx(3 / 4)
+    assert result.fairness["sex"].disparate_impact == pytest.approx(1.0)
+    assert result.quality["accuracy"] == pytest.approx(5 / 8)
+    plain = evaluate(BINARY_TRUTH, binary_proba(BINARY_P1), {"sex": SEX}, BINARY_LABELS)
+    assert plain.fairness["sex"].disparate_impact == pytest.approx(0.5 / 0.75)
+
+
+def test_the_numbers_are_fairlearn_s(tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    rows = 3000
+    truth = rng.integers(0, 2, rows)
+    p1 = np.clip(truth * 0.3 + rng.random(rows) * 0.7, 0, 1)
+    race = rng.choice(["white", "black", "asian", "other"], rows, p=[0.6, 0.2, 0.15, 0.05])
+    result = evaluate(truth, binary_proba(p1), {"race": race}, BINARY_LABELS)
+    predicted = (p1 > 0.5).astype(int)
+    frame = MetricFrame(
+        metrics={"selection_rate": selection_rate, "true_positive_rate": true_positive_rate},
+        y_true=truth,
+        y_pred=predicted,
+        sensitive_features=pd.Series(race, name="race"),
+    )
+    ours = {g.group: g for g in result.fairness["race"].groups}
+    for group, row in frame.by_group.iterrows():
+        assert ours[group].selection_rate == pytest.approx(row["selection_rate"])
+        assert ours[group].true_positive_rate == pytest.approx(row["true_positive_rate"])
+    ratios = frame.ratio(method="between_groups")
+    differences = frame.difference(method="between_groups")
+    fairness = result.fairness["race"]
+    assert fairness.disparate_impact == pytest.approx(ratios["selection_rate"])
+    assert fairness.selection_rate_difference == pytest.approx(differences["selection_rate"])
+    assert fairness.equal_opportunity_difference == pytest.approx(differences["true_positive_rate"])
+
+
+def test_small_groups_are_reported_but_do_not_decide() -> None:
+    rng = np.random.default_rng(1)
+    rows = 1000
+    truth = rng.integers(0, 2, rows)
+    race = np.array(["white"] * 600 + ["black"] * 350 + ["other"] * 50, dtype=object)
+    # The small group is never selected: counted, it would make disparate impact 0.
+    p1 = np.where(race == "other", 0.1, np.where(race == "white", 0.9, 0.6 + 0.4 * truth))
+    result = evaluate(truth, binary_proba(p1), {"race": race}, BINARY_LABELS, min_group_rows=100)
+    fairness = result.fairness["race"]
+    by_race = rates(result, "race")
+    assert by_race["other"].selection_rate == 0.0
+    assert by_race["other"].decides is False
+    assert by_race["white"].decides
+    assert by_race["black"].decides
+    assert fairness.disparate_impact == pytest.approx(1.0)  # white 1.0, black 1.0
+    assert [g.group for g in fairness.small_groups] == ["other"]
+    assert any("other has 50 rows, fewer than 100" in note for note in fairness.notes)
+    table = result.fairness_table()
+    assert "| other (small) | 50 |" in table
+    assert "fewer than 100 test rows are shown" in table
+    # With every group deciding, the small group's zero decides.
+    every = evaluate(truth, binary_proba(p1), {"race": race}, BINARY_LABELS)
+    assert every.fairness["race"].disparate_impact == 0.0
+    # Groups named to decide win over the sizes here (the search judges its folds so).
+    fixed = evaluate(
+        truth,
+        binary_proba(p1),
+        {"race": race},
+        BINARY_LABELS,
+        min_group_rows=100,
+        deciding_groups={"race": {"white", "other"}},
+    )
+    assert fixed.fairness["race"].disparate_impact == 0.0
+    assert deciding_groups({"race": race.tolist()}, 100) == {"race": {"white", "black"}}
+
+
+def test_when_fewer_than_two_groups_are_large_every_group_decides() -> None:
+    race = ["white"] * 6 + ["black"] * 2
+    result = evaluate(
+        BINARY_TRUTH, binary_proba(BINARY_P1), {"race": race}, BINARY_LABELS, min_group_rows=5
+    )
+    fairness = result.fairness["race"]
+    assert all(g.decides for g in fairness.groups)
+    assert any("fewer than two race groups have 5 rows" in note for note in fairness.notes)
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_narrow_with_more_rows() -> None:
+    def interval(rows: int, seed: int = 2) -> tuple[float, float, float]:
+        rng = np.random.default_rng(seed)
+        truth = rng.integers(0, 2, rows)
+        sex = rng.choice(["female", "male"], rows)
+        p1 = np.where(sex == "female", 0.3, 0.5) + 0.4 * rng.random(rows)
+        result = evaluate(
+            truth, binary_proba(p1), {"sex": sex}, BINARY_LABELS, bootstrap_samples=400, seed=9
+        )
+        low, high = result.fairness["sex"].disparate_impact_interval
+        return low, result.fairness["sex"].disparate_impact, high
+
+    small, large = interval(400), interval(8000)
+    assert small[0] < small[1] < small[2]
+    assert large[0] < large[1] < large[2]
+    assert large[2] - large[0] < (small[2] - small[0]) / 3  # about 1/sqrt(20)
+    assert interval(400) == small  # seeded: the same resamples every time
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 2, 500)
+    result = evaluate(
+        truth,
+        binary_proba(rng.random(500)),
+        {"sex": rng.choice(["female", "male"], 500)},
+        BINARY_LABELS,
+        bootstrap_samples=200,
+    )
+    for group in result.fairness["sex"].groups:
+        low, high = group.selection_rate_interval
+        assert low <= group.selection_rate <= high
+    metrics = result.metrics()
+    assert metrics["sex_disparate_impact_ci_low"] <= metrics["sex_disparate_impact"]
+    assert (
+        metrics["sex_group_female_selection_rate_ci_high"]
+        >= (metrics["sex_group_female_selection_rate"])
+    )
+    assert "95 % bootstrap over the test rows (200 resamples)" in result.fairness_table()
+
+
+def test_intersections_are_reported_and_never_gated() -> None:
+    result = evaluate(
+        BINARY_TRUTH,
+        binary_proba(BINARY_P1),
+        {"sex": SEX, "race": RACE},
+        BINARY_LABELS,
+        intersection=("sex", "race"),
+    )
+    assert set(result.fairness) == {"sex", "race"}
+    cells = {g.group: g for g in result.intersectional.groups}
+    assert result.intersectional.attribute == "sex x race"
+    # female/white: rows 0 and 2, predicted 1 and 0.
+    assert cells["female/white"].count == 2
+    assert cells["female/white"].selection_rate == pytest.approx(0.5)
+    assert cells["male/white"].selection_rate == pytest.approx(0.5)  # rows 6 and 7
+    metrics = result.metrics()
+    assert metrics["sex_x_race_group_female_white_selection_rate"] == pytest.approx(0.5)
+    assert "#### By sex x race (reported, not gated)" in result.fairness_table()
+    with pytest.raises(EvaluationInputError, match="intersection of unknown group columns"):
+        evaluate(
+            BINARY_TRUTH,
+            binary_proba(BINARY_P1),
+            {"sex": SEX},
+            BINARY_LABELS,
+            intersection=("sex", "race"),
+        )
+
+
+def test_the_labels_own_disparate_impact() -> None:
+    # Favourable truth: female 2 of 4, male 1 of 4.
+    found = label_disparate_impact(BINARY_TRUTH, {"sex": SEX}, favourable=1)
+    assert found == {"sex": pytest.approx(0.5)}

@@ -10,6 +10,7 @@ from mlflow.utils.validation import _validate_tag_name
 
 from payband_training.evaluate import evaluate
 from payband_training.gates import (
+    EXPLANATION_MS,
     MAX_TAG_VALUE_LENGTH,
     GateDecision,
     as_tags,
@@ -243,3 +244,36 @@ def test_gates_read_the_names_evaluate_writes() -> None:
     assert "race disparate impact 1.000 >= 0.800" in decision.reasons
     assert decision.reasons[0].startswith("roc_auc ")
     assert decision.reasons[0].endswith(" >= 0.500")
+
+
+@pytest.mark.parametrize(
+    ("milliseconds", "passed", "reason"),
+    [
+        (72.4, True, "explanation of 1,000 candidates predicted 72.4 ms <= 100 ms"),
+        (100.0, True, "explanation of 1,000 candidates predicted 100.0 ms <= 100 ms"),
+        (301.9, False, "explanation of 1,000 candidates predicted 301.9 ms > 100 ms"),
+        (
+            None,
+            False,
+            "explanation of 1,000 candidates is missing (metric 'explanation_ms_per_1000'); "
+            "at most 100 ms is allowed",
+        ),
+    ],
+)
+def test_the_explanation_gate(milliseconds: float | None, passed: bool, reason: str) -> None:
+    metrics = dict(GOOD)
+    if milliseconds is not None:
+        metrics[EXPLANATION_MS] = milliseconds
+    decision = decide(
+        metrics,
+        min_roc_auc=0.8,
+        min_disparate_impact=0.8,
+        champion_metrics=None,
+        tolerance=0.01,
+        max_explanation_ms=100.0,
+    )
+    assert decision.passed is passed
+    assert reason in decision.reasons
+    assert (reason in decision.failed) is not passed
+    # Without a budget there is no such gate.
+    assert not any("explanation" in r for r in gate(metrics).reasons)

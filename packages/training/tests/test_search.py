@@ -1,39 +1,33 @@
-"""The XGBoost search: learnable data, pruning, studies shared in PostgreSQL, reweighing."""
+"""The multi-objective search: accuracy against fairness, gates as constraints, starting
+points, the chosen trial, the Pareto front, studies shared in PostgreSQL."""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
-import numpy as np
 import optuna
 import pandas as pd
 import pytest
 from optuna.storages import InMemoryStorage, RDBStorage
-from optuna.trial import TrialState
 
 from payband_contracts import FEATURE_CATALOGUE, SalaryBands
+from payband_contracts.model import DecisionRule
 from payband_training.features import FeaturesError, feature_frame
+from payband_training.mitigation import Mitigation
 from payband_training.search import (
+    DEFAULT_TREES,
+    STARTING_POINTS,
     SearchError,
+    TrialConfig,
     fit_final,
-    reweigh,
-    roc_auc,
     search,
     storage_url,
 )
 from payband_training.settings import TrainingSettings
 
-PARAMS = {
-    "n_estimators",
-    "max_depth",
-    "learning_rate",
-    "min_child_weight",
-    "subsample",
-    "colsample_bytree",
-    "reg_lambda",
-    "max_cat_to_onehot",
-}
+TREE_PARAMS = set(DEFAULT_TREES)
 
 
 @pytest.fixture
@@ -49,7 +43,21 @@ def synthetic_train(synthetic_snapshot) -> Callable[..., pd.DataFrame]:
 
 
 def fast(**overrides) -> TrainingSettings:
-    return TrainingSettings(**{"trials": 4, "cv_folds": 2, "seed": 13, **overrides})
+    return TrainingSettings(
+        **{"trials": 4, "cv_folds": 2, "seed": 13, "min_group_rows": 10, **overrides}
+    )
+
+
+def run(train: pd.DataFrame, settings: TrainingSettings, name: str = "s", **kwargs):
+    return search(
+        train,
+        use_protected=kwargs.pop("use_protected", False),
+        n_bands=kwargs.pop("n_bands", 2),
+        settings=settings,
+        storage=kwargs.pop("storage", None),
+        study_name=name,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("n_bands", [2, 3])
@@ -57,73 +65,118 @@ def test_search_finds_a_model_on_learnable_data(synthetic_train, n_bands):
     train = synthetic_train(n_bands=n_bands)
     seen: list[tuple[int, float]] = []
 
-    result = search(
+    result = run(
         train,
-        use_protected=False,
+        fast(min_roc_auc=0.6, min_disparate_impact=0.0, search_fairness_margin=0.0),
+        f"bands-{n_bands}",
         n_bands=n_bands,
-        settings=fast(),
-        storage=None,
-        study_name=f"bands-{n_bands}",
         progress=lambda finished, best: seen.append((finished, best)),
     )
 
-    assert result.best_value > 0.75
     assert result.study_name == f"bands-{n_bands}"
-    assert result.n_trials == 4
-    assert result.n_complete + result.n_pruned == 4
-    assert set(result.best_params) == PARAMS
-    assert 2 <= result.best_params["max_depth"] <= 8
+    assert result.n_trials == result.n_complete == 4
+    assert result.chosen.feasible
+    assert result.best_value > 0.75
+    assert set(result.best_params) == TREE_PARAMS
+    # The first trials are the starting points: the unmitigated default, then the penalty.
+    first = result.trials[0].config
+    assert first.mitigation == Mitigation("none", 0.0)
+    assert first.params == DEFAULT_TREES
+    assert result.trials[1].config.mitigation == Mitigation("penalty", STARTING_POINTS[1][1])
+    if n_bands == 2:
+        assert first.decision.cut_off == pytest.approx(0.5)
+        assert result.trials[1].config.decision.cut_off == pytest.approx(STARTING_POINTS[1][2])
+    else:
+        assert len(result.trials[1].config.decision.band_offsets) == 3
     assert [finished for finished, _ in seen] == [1, 2, 3, 4]
-    assert seen[-1][1] == result.best_value
+    assert seen[-1][1] == max(t.roc_auc for t in result.trials if t.feasible)
+    # The chosen trial is the feasible one with the best ROC AUC; the baseline the best
+    # unmitigated one.
+    assert result.chosen.roc_auc == max(t.roc_auc for t in result.trials if t.feasible)
+    assert result.baseline is not None
+    assert result.baseline.config.mitigation.method == "none"
 
-    holdout = synthetic_train(300, n_bands=n_bands, seed=99)
-    model = fit_final(train, result.best_params, use_protected=False, n_bands=n_bands, seed=13)
-    probabilities = model.predict_proba(holdout[list(model.feature_names_in_)])
-    assert probabilities.shape == (300, n_bands)
-    assert roc_auc(holdout["band"].to_numpy(), probabilities, n_bands) > 0.75
+    booster = fit_final(train, result.chosen.config, use_protected=False, n_bands=n_bands, seed=13)
+    assert "sex" not in booster.feature_names
+
+
+def test_the_front_holds_exactly_the_undominated_trials(synthetic_train):
+    result = run(synthetic_train(400), fast(trials=8), "front")
+
+    def beats(a, b) -> bool:
+        return (
+            a.roc_auc >= b.roc_auc
+            and a.worst_disparate_impact >= b.worst_disparate_impact
+            and (a.roc_auc > b.roc_auc or a.worst_disparate_impact > b.worst_disparate_impact)
+        )
+
+    assert result.front
+    for trial in result.trials:
+        dominated = any(beats(other, trial) for other in result.trials)
+        assert trial.pareto is not dominated
+    for trial in result.trials:
+        assert trial.worst_fold_disparate_impact <= trial.worst_disparate_impact + 1e-12
+        assert trial.worst_disparate_impact == pytest.approx(
+            min(trial.disparate_impact.values()), abs=0.5
+        )
+
+
+def test_without_a_feasible_trial_the_fairest_is_reported(synthetic_train):
+    # A quality gate no model can pass: every trial is infeasible.
+    result = run(synthetic_train(400), fast(trials=5, min_roc_auc=1.0), "hopeless")
+
+    assert not result.feasible
+    assert not any(trial.feasible for trial in result.trials)
+    best = max(t.worst_disparate_impact for t in result.trials)
+    assert result.chosen.worst_disparate_impact == best
+
+
+def test_the_explanation_budget_is_a_constraint(synthetic_train, monkeypatch):
+    generous = run(
+        synthetic_train(300),
+        fast(trials=2, min_roc_auc=0.0, min_disparate_impact=0.0, search_fairness_margin=0.0),
+        "budget",
+    )
+    assert all(trial.feasible for trial in generous.trials)
+    assert all(trial.explanation_cost > 0 for trial in generous.trials)
+    # A budget no booster meets (0.001 ms for 1,000 explanations).
+    tight = run(
+        synthetic_train(300),
+        fast(
+            trials=2,
+            min_roc_auc=0.0,
+            min_disparate_impact=0.0,
+            search_fairness_margin=0.0,
+            max_explanation_ms=0.001,
+        ),
+        "tight",
+    )
+    assert not any(trial.feasible for trial in tight.trials)
+
+
+def test_every_fold_must_clear_the_fairness_gate_with_the_margin(synthetic_train):
+    storage = InMemoryStorage()
+    result = run(synthetic_train(400), fast(trials=4, min_roc_auc=0.0), "margin", storage=storage)
+    study = optuna.load_study(study_name="margin", storage=storage)
+    for trial, frozen in zip(result.trials, study.trials, strict=True):
+        gate = 0.8 + 0.03
+        assert trial.feasible == (trial.worst_fold_disparate_impact >= gate)
+        assert frozen.user_attrs["constraints"][1] == pytest.approx(
+            gate - trial.worst_fold_disparate_impact
+        )
 
 
 def test_search_is_deterministic_for_a_seed(synthetic_train):
     train = synthetic_train(300)
-    results = [
-        search(
-            train,
-            use_protected=False,
-            n_bands=2,
-            settings=fast(trials=3),
-            storage=None,
-            study_name="same",
-        )
-        for _ in range(2)
-    ]
+    results = [run(train, fast(trials=3), "same") for _ in range(2)]
     assert results[0] == results[1]
 
 
-def test_poor_trials_are_pruned_after_a_fold(synthetic_train):
-    storage = InMemoryStorage()
-    folds = 3
-
-    result = search(
-        synthetic_train(300),
-        use_protected=False,
-        n_bands=2,
-        settings=fast(trials=12, cv_folds=folds),
-        storage=storage,
-        study_name="pruning",
-    )
-
-    trials = optuna.load_study(study_name="pruning", storage=storage).trials
-    pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert result.n_pruned == len(pruned) >= 1
-    assert result.n_complete == len(complete)
-    assert len(pruned) + len(complete) == result.n_trials == 12
-    # A pruned trial stopped before its last fold; a complete one reported every fold.
-    assert all(max(t.intermediate_values) < folds - 1 for t in pruned)
-    for trial in complete:
-        assert sorted(trial.intermediate_values) == list(range(folds))
-        assert trial.value == pytest.approx(trial.intermediate_values[folds - 1])
-    assert result.best_value == max(t.value for t in complete)
+def test_the_methods_searched_are_a_setting(synthetic_train):
+    result = run(synthetic_train(300), fast(trials=3, mitigation=("none", "massage")), "two")
+    assert {t.config.mitigation.method for t in result.trials} <= {"none", "massage"}
+    # Starting points of methods not searched are left out: none, then massage.
+    assert [t.config.mitigation.method for t in result.trials[:2]] == ["none", "massage"]
 
 
 def test_workers_share_a_study_in_postgresql(synthetic_train, postgres_database):
@@ -131,23 +184,11 @@ def test_workers_share_a_study_in_postgresql(synthetic_train, postgres_database)
     url = postgres_database.url.replace("postgresql+psycopg://", "postgresql://")
     train = synthetic_train(300)
 
-    def worker() -> object:
-        return search(
-            train,
-            use_protected=False,
-            n_bands=2,
-            settings=fast(trials=3),
-            storage=url,
-            study_name="shared",
-        )
-
-    first = worker()
-    second = worker()
+    first = run(train, fast(trials=3), "shared", storage=url)
+    second = run(train, fast(trials=3), "shared", storage=url)
 
     assert first.n_trials == 3
-    assert second.n_trials == 6
-    assert second.n_complete + second.n_pruned == 6
-    assert second.best_value >= first.best_value
+    assert second.n_trials == second.n_complete == 6
     storage = RDBStorage(storage_url(url))
     try:
         trials = optuna.load_study(study_name="shared", storage=storage).trials
@@ -155,32 +196,23 @@ def test_workers_share_a_study_in_postgresql(synthetic_train, postgres_database)
         storage.remove_session()
         storage.engine.dispose()
     assert len(trials) == 6
-    # The joining worker samples new parameters rather than repeating the first worker's.
+    # The starting points run once, and the joining worker samples new parameters.
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 6
 
 
 def test_a_study_made_for_other_inputs_cannot_be_joined(synthetic_train):
     storage = InMemoryStorage()
     train = synthetic_train(200)
-    search(
-        train,
-        use_protected=False,
-        n_bands=2,
-        settings=fast(trials=1),
-        storage=storage,
-        study_name="fixed",
-    )
+    run(train, fast(trials=1), "fixed", storage=storage)
 
     with pytest.raises(SearchError, match=r"'fixed' was created with use_protected=False"):
-        search(
-            train,
-            use_protected=True,
-            n_bands=2,
-            settings=fast(trials=1),
-            storage=storage,
-            study_name="fixed",
-        )
+        run(train, fast(trials=1), "fixed", storage=storage, use_protected=True)
+    with pytest.raises(SearchError, match=r"min_disparate_impact=0.8"):
+        run(train, fast(trials=1, min_disparate_impact=0.7), "fixed", storage=storage)
     assert len(optuna.load_study(study_name="fixed", storage=storage).trials) == 1
+    optuna.create_study(study_name="single", storage=storage, direction="maximize")
+    with pytest.raises(SearchError, match="'single' is not a two-objective study"):
+        run(train, fast(trials=1), "single", storage=storage)
 
 
 def test_optuna_stays_quiet_and_its_verbosity_is_restored(synthetic_train):
@@ -200,14 +232,7 @@ def test_optuna_stays_quiet_and_its_verbosity_is_restored(synthetic_train):
             "A new study created in memory with name: loud"
         ]
         records.clear()
-        search(
-            synthetic_train(200),
-            use_protected=False,
-            n_bands=2,
-            settings=fast(trials=2),
-            storage=None,
-            study_name="quiet",
-        )
+        run(synthetic_train(200), fast(trials=2), "quiet")
         assert optuna.logging.get_verbosity() == optuna.logging.INFO
     finally:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -217,70 +242,34 @@ def test_optuna_stays_quiet_and_its_verbosity_is_restored(synthetic_train):
 
 def test_rows_the_search_cannot_use_are_clear_errors(synthetic_train):
     train = synthetic_train(200, n_bands=3)
-    common = {"use_protected": False, "storage": None, "study_name": "bad"}
 
     one_row = train[(train["band"] != 2) | (train.index == train.index[train["band"] == 2][0])]
     with pytest.raises(SearchError, match=r"band 2 \(1 rows\).*at least 3"):
-        search(one_row, n_bands=3, settings=fast(cv_folds=3), **common)
+        run(one_row, fast(cv_folds=3), n_bands=3)
     with pytest.raises(SearchError, match=r"bands must be 0\.\.1, found 0\.\.2"):
-        search(train, n_bands=2, settings=fast(), **common)
-    with pytest.raises(SearchError, match=r"sample_weight has shape \(3,\), expected \(200,\)"):
-        search(train, n_bands=3, settings=fast(), sample_weight=[1.0, 1.0, 1.0], **common)
+        run(train, fast(), n_bands=2)
     untyped = train.astype({"occupation": str})
     with pytest.raises(FeaturesError, match="'occupation' is str"):
-        search(untyped, n_bands=3, settings=fast(), **common)
+        run(untyped, fast(), n_bands=3)
+    with pytest.raises(SearchError, match="lack columns race"):
+        run(train.drop(columns="race"), fast(), n_bands=3)
 
 
 def test_fit_final_uses_protected_attributes_only_when_allowed(synthetic_train):
     train = synthetic_train(400)
-    params = {"n_estimators": 30, "max_depth": 3}
-
-    without = fit_final(train, params, use_protected=False, n_bands=2, seed=1)
-    with_protected = fit_final(train, params, use_protected=True, n_bands=2, seed=1)
-
-    assert "sex" not in without.feature_names_in_
-    assert list(with_protected.feature_names_in_) == [str(n) for n in FEATURE_CATALOGUE.names]
-    types = dict(
-        zip(
-            with_protected.feature_names_in_,
-            with_protected.get_booster().feature_types,
-            strict=True,
-        )
+    config = TrialConfig(
+        {"n_estimators": 30, "max_depth": 3}, Mitigation("penalty", 2.0), DecisionRule()
     )
+
+    without = fit_final(train, config, use_protected=False, n_bands=2, seed=1)
+    with_protected = fit_final(train, config, use_protected=True, n_bands=2, seed=1)
+
+    assert "sex" not in without.feature_names
+    assert list(with_protected.feature_names) == [str(n) for n in FEATURE_CATALOGUE.names]
+    types = dict(zip(with_protected.feature_names, with_protected.feature_types, strict=True))
     assert types["sex"] == types["occupation"] == "c"
     assert types["age"] == "int"
-
-
-def test_reweighing_makes_band_independent_of_group(synthetic_train):
-    train = synthetic_train(600)
-
-    weights = reweigh(train)
-
-    frame = pd.DataFrame(
-        {"group": train["sex"].astype(str) + "/" + train["race"].astype(str)},
-    ).assign(band=train["band"].to_numpy(), weight=weights)
-    overall = frame.groupby("band")["weight"].sum() / frame["weight"].sum()
-    assert overall.to_numpy() == pytest.approx(
-        train["band"].value_counts(normalize=True).sort_index()
-    )
-    cells = frame.groupby(["group", "band"])["weight"].sum()
-    per_group = frame.groupby("group")["weight"].sum()
-    shares = cells / per_group.reindex(cells.index.get_level_values("group")).to_numpy()
-    assert len(shares) == 2 * frame["group"].nunique()  # every group has both bands
-    for (_, band), share in shares.items():
-        assert share == pytest.approx(overall[band])
-    # The data favour men, so the raw shares differ and the weights are not all 1.
-    raw = pd.crosstab(train["sex"], train["band"], normalize="index")
-    assert abs(raw.loc["male", 1] - raw.loc["female", 1]) > 0.1
-    assert weights.sum() == pytest.approx(len(train))
-    assert weights.std() > 0.05
-
-    weighted = fit_final(
-        train, {"n_estimators": 30}, use_protected=True, n_bands=2, seed=1, sample_weight=weights
-    )
-    plain = fit_final(train, {"n_estimators": 30}, use_protected=True, n_bands=2, seed=1)
-    inputs = train[list(plain.feature_names_in_)]
-    assert not np.allclose(weighted.predict_proba(inputs), plain.predict_proba(inputs))
+    assert not math.isnan(float(without.attr("best_iteration") or 0))
 
 
 def test_storage_url_picks_the_psycopg_driver():
@@ -295,13 +284,11 @@ def test_storage_url_picks_the_psycopg_driver():
 
 def test_an_unreachable_study_storage_is_a_clear_error_without_the_password(synthetic_train):
     with pytest.raises(SearchError, match="cannot open the study storage") as caught:
-        search(
+        run(
             synthetic_train(100),
-            use_protected=False,
-            n_bands=2,
-            settings=fast(),
+            fast(),
+            "nowhere",
             storage="postgresql://bob:hunter2@127.0.0.1:1/payband",
-            study_name="nowhere",
         )
     assert "postgresql+psycopg://bob:***@127.0.0.1:1/payband" in str(caught.value)
     assert "hunter2" not in str(caught.value)

@@ -9,20 +9,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from payband_contracts import SalaryBands
+from payband_contracts.model import DecisionRule
 from payband_training.evaluate import Evaluation
 from payband_training.features import PROTECTED
 from payband_training.gates import GateDecision
+from payband_training.mitigation import Mitigation
 from payband_training.model import ModelSchema
 
 if TYPE_CHECKING:
     from payband_training.registry import Override
 
-__all__ = ["OVERRIDE_HEADING", "model_card", "with_override"]
+__all__ = ["BIAS_HEADING", "OVERRIDE_HEADING", "BiasExamination", "model_card", "with_override"]
 
 OVERRIDE_HEADING = "## Override"
+BIAS_HEADING = "## Bias examination and mitigation"
+
+
+@dataclass(frozen=True)
+class BiasExamination:
+    """What the card says about bias: the data's own, the mitigation chosen and its price.
+
+    ``before`` is the best trial without mitigation, ``after`` the model, both fitted on the
+    training rows and evaluated on the test rows; ``label_disparate_impact`` is the ratio of
+    favourable-label rates in the training data itself, per attribute.
+    """
+
+    mitigation: Mitigation
+    decision: DecisionRule
+    after: Evaluation
+    before: Evaluation | None
+    trials: int
+    front: int
+    feasible: int
+    chosen_trial: int
+    baseline_trial: int | None
+    chosen_feasible: bool
+    label_disparate_impact: dict[str, float] = field(default_factory=dict)
+
 
 _SOURCES = {
     "adult": "UCI Adult (person records from the {year} US Census database)",
@@ -175,6 +202,117 @@ def _limitations(schema: ModelSchema) -> list[str]:
     ]
 
 
+def _with_interval(evaluation: Evaluation, attribute: str) -> str:
+    result = evaluation.fairness[attribute]
+    low, high = result.disparate_impact_interval
+    shown = _number(result.disparate_impact)
+    return shown if math.isnan(low) else f"{shown} [{low:.3f}, {high:.3f}]"
+
+
+def _points(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f} %"
+
+
+def _bias(bias: BiasExamination, band_labels: tuple[str, ...]) -> list[str]:
+    after, before = bias.after, bias.before
+    attributes = list(after.fairness)
+    lines = [BIAS_HEADING, ""]
+    if bias.label_disparate_impact:
+        shown = ", ".join(
+            f"{_cell(attribute)} {_number(value)}"
+            for attribute, value in bias.label_disparate_impact.items()
+        )
+        lines += [
+            "The training labels themselves are unequal: the ratio of the lowest to the highest "
+            f"group's share of favourable labels is {shown}. A model that learns them as they "
+            "are repeats that gap.",
+            "",
+        ]
+    method = bias.mitigation.describe()
+    lines += [
+        f"Mitigation: {method}. Sex and race are never inputs of the model: mitigation "
+        "changes what it learns from, one booster serves every candidate, and its "
+        "explanations are exact.",
+        "",
+        f"Decision rule, the same for every candidate: {bias.decision.describe(band_labels)}.",
+        "",
+        f"Chosen by a multi-objective search (cross-validated ROC AUC against the worst "
+        f"disparate impact, the gates as constraints): {bias.trials} trials, {bias.front} on "
+        f"the Pareto front, {bias.feasible} meeting every gate on every validation fold; "
+        f"the model is trial {bias.chosen_trial}"
+        + (
+            ", the most accurate of those."
+            if bias.chosen_feasible
+            else ". No trial met every gate, so this is the trial with the best worst disparate "
+            "impact, and the gates will not promote it."
+        ),
+        "",
+    ]
+    label = "before (no mitigation" + (
+        f", trial {bias.baseline_trial})" if bias.baseline_trial is not None else ")"
+    )
+    rows = [
+        ("ROC AUC", "roc_auc"),
+        ("Accuracy", "accuracy"),
+        ("Balanced accuracy", "balanced_accuracy"),
+    ]
+    lines += [
+        f"| Test set | {'n/a' if before is None else _cell(label)} | after (this model) |",
+        "| --- | ---: | ---: |",
+    ]
+    for name, key in rows:
+        was = "n/a" if before is None else _number(before.quality[key])
+        lines.append(f"| {name} | {was} | {_number(after.quality[key])} |")
+    for attribute in attributes:
+        was = "n/a" if before is None else _with_interval(before, attribute)
+        lines.append(
+            f"| Disparate impact by {_cell(attribute)} (95 % interval) | {was} "
+            f"| {_with_interval(after, attribute)} |"
+        )
+    for attribute in attributes:
+        was = (
+            "n/a"
+            if before is None
+            else _number(before.fairness[attribute].equal_opportunity_difference)
+        )
+        now = _number(after.fairness[attribute].equal_opportunity_difference)
+        lines.append(f"| Equal-opportunity difference by {_cell(attribute)} | {was} | {now} |")
+    lines.append("")
+    if before is not None and before is not after:
+        auc = before.quality["roc_auc"] - after.quality["roc_auc"]
+        accuracy = before.quality["accuracy"] - after.quality["accuracy"]
+        fairer = ", ".join(
+            f"by {_cell(a)} from {_number(before.fairness[a].disparate_impact)} to "
+            f"{_number(after.fairness[a].disparate_impact)}"
+            for a in attributes
+        )
+        lines += [
+            f"The price: ROC AUC {_number(before.quality['roc_auc'])} -> "
+            f"{_number(after.quality['roc_auc'])} ({auc:+.3f} lost) and accuracy "
+            f"{_points(before.quality['accuracy'])} -> {_points(after.quality['accuracy'])} "
+            f"({100 * accuracy:+.1f} points lost); in exchange disparate impact went {fairer}.",
+            "",
+        ]
+    elif before is None:
+        lines += ["No trial without mitigation ran, so there is no before to compare.", ""]
+    else:
+        lines += ["The search chose no mitigation: before and after are the same model.", ""]
+    small = [
+        f"{_cell(result.attribute)} = {_cell(rates.group)} ({rates.count} test rows)"
+        for result in after.fairness.values()
+        for rates in result.small_groups
+    ]
+    if small:
+        lines += [
+            f"Small groups: {', '.join(small)} have fewer than {after.min_group_rows} test rows. "
+            "Their selection rates are reported with intervals under Fairness, but they do not "
+            "decide disparate impact or the gate: estimates from so few rows are too unstable "
+            "to judge a model by. They deserve a review on more data.",
+            "",
+        ]
+    return lines[:-1]
+
+
 def _gate(decision: GateDecision | None) -> list[str]:
     lines = ["## Gate decision", ""]
     if decision is None:
@@ -196,6 +334,7 @@ def model_card(
     train_rows: int | None = None,
     decision: GateDecision | None = None,
     title: str = "salary-band",
+    bias: BiasExamination | None = None,
 ) -> str:
     """The model card in markdown; the gate section says "pending" without a ``decision``."""
     sections = [
@@ -205,6 +344,7 @@ def model_card(
         _model(schema, params, cv_roc_auc),
         _metrics(evaluation),
         ["## Fairness", "", evaluation.fairness_table().rstrip("\n")],
+        *([_bias(bias, schema.band_labels)] if bias is not None else []),
         _limitations(schema),
         _gate(decision),
     ]

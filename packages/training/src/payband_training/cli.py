@@ -59,8 +59,14 @@ def _summary(outcome: Any) -> Table:
         ("train / test", f"{outcome.train_uri}\n{outcome.test_uri}"),
         (
             "search",
-            f"{outcome.search.n_trials} trials ({outcome.search.n_pruned} pruned), "
-            f"best CV ROC AUC {outcome.search.best_value:.4f}",
+            f"{outcome.search.n_trials} trials, {len(outcome.search.front)} on the Pareto front, "
+            f"{sum(t.feasible for t in outcome.search.trials)} meeting every gate",
+        ),
+        (
+            "chosen",
+            f"trial {outcome.search.chosen.number}: "
+            f"{outcome.search.chosen.config.mitigation.describe()}, "
+            f"CV ROC AUC {outcome.search.best_value:.4f}",
         ),
         ("MLflow run", outcome.run_id),
         ("model", f"{registration.name} version {registration.version}"),
@@ -93,13 +99,20 @@ def train(
         bool | None,
         typer.Option("--use-protected/--no-use-protected", help="Let sex and race in."),
     ] = None,
-    reweigh: Annotated[
-        bool | None, typer.Option("--reweigh/--no-reweigh", help="Reweigh by group and band.")
+    mitigation: Annotated[
+        str | None,
+        typer.Option(
+            help="Mitigation methods the search may choose, comma-separated, from none, "
+            "reweigh, massage, penalty ('none' alone: no mitigation)."
+        ),
     ] = None,
 ) -> None:
     """Train on a features snapshot, record the run in MLflow and register the model."""
     settings, data_settings = _settings(
-        trials=trials, timeout_s=timeout_s, use_protected_attributes=use_protected, reweigh=reweigh
+        trials=trials,
+        timeout_s=timeout_s,
+        use_protected_attributes=use_protected,
+        mitigation=mitigation,
     )
     # After the settings are checked: MLflow and XGBoost take seconds to import.
     from payband_training.pipeline import newest_features_uri

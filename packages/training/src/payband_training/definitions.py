@@ -52,7 +52,11 @@ class TrainingRun(ConfigurableResource):
     trials: int | None = Field(default=None, ge=1, description="Optuna trials of this worker")
     timeout_s: float | None = Field(default=None, gt=0, description="Stop the search after s")
     use_protected: bool | None = Field(default=None, description="Let sex and race into the model")
-    reweigh: bool | None = Field(default=None, description="Reweigh by group and band")
+    mitigation: str | None = Field(
+        default=None,
+        description="Mitigation methods the search may choose, comma-separated "
+        "(none, reweigh, massage, penalty)",
+    )
 
     def settings(self, base: TrainingSettings) -> TrainingSettings:
         """`base` with this run's overrides, validated like the environment's values."""
@@ -60,7 +64,7 @@ class TrainingRun(ConfigurableResource):
             "trials": self.trials,
             "timeout_s": self.timeout_s,
             "use_protected_attributes": self.use_protected,
-            "reweigh": self.reweigh,
+            "mitigation": self.mitigation,
         }
         given = {key: value for key, value in overrides.items() if value is not None}
         return TrainingSettings(**{**base.model_dump(), **given})
@@ -141,10 +145,13 @@ def build_definitions(
             {
                 "study_name": found.study_name,
                 "best_cv_roc_auc": found.best_value,
-                "best_params": MetadataValue.json(found.best_params),
+                "chosen_trial": found.chosen.number,
+                "mitigation": found.chosen.config.mitigation.describe(),
+                "best_params": MetadataValue.json(found.chosen.config.flat(parts.n_bands)),
                 "trials": found.n_trials,
                 "complete": found.n_complete,
-                "pruned": found.n_pruned,
+                "feasible": sum(trial.feasible for trial in found.trials),
+                "pareto_front": len(found.front),
             }
         )
         return found
@@ -164,13 +171,18 @@ def build_definitions(
         trained = pipeline.fit_and_record(
             parts, salary_band_study, run_settings, progress=_logger(context)
         )
-        metrics = trained.evaluation.metrics()
+        metrics = trained.metrics
         metadata: dict[str, Any] = {
             "run_id": trained.run_id,
             "model_uri": MetadataValue.text(trained.model_uri),
             "metrics": MetadataValue.json(metrics),
         }
-        for name in ("roc_auc", "sex_disparate_impact", "race_disparate_impact"):
+        for name in (
+            "roc_auc",
+            "sex_disparate_impact",
+            "race_disparate_impact",
+            gates.EXPLANATION_MS,
+        ):
             if name in metrics:
                 metadata[name] = metrics[name]
         context.add_output_metadata(metadata)

@@ -1,11 +1,19 @@
 """Quality and fairness of a salary-band classifier, from its class probabilities.
 
-Quality comes from scikit-learn, fairness from fairlearn. Fairness looks at one favourable
-outcome, "band >= favourable_band" (by default the highest band), for both prediction and
-truth, and compares the groups of each protected attribute (sex, race).
+Quality comes from scikit-learn; fairness is counted per group (the tests check it against
+fairlearn's MetricFrame). Fairness looks at one favourable outcome, "band >= favourable_band"
+(by default the highest band), for both prediction and truth, and compares the groups of each
+protected attribute (sex, race).
 
 Conventions for cases the textbook formulas leave open:
-- The prediction is the argmax of the probabilities (ties go to the lower band).
+- The prediction is the band of the model's decision rule (``payband_contracts.model``); without
+  one, the argmax of the probabilities (ties go to the lower band).
+- Small groups: a group with fewer than ``min_group_rows`` rows is reported with its rates and
+  their interval but does not decide the summaries (disparate impact and the differences),
+  whose estimate it would make unstable. If fewer than two groups of an attribute are that
+  large, every group decides, and a note says so.
+- Intervals: 95 % percentile bootstrap over the rows (``bootstrap_samples`` resamples, seeded),
+  for each group's selection rate and each attribute's disparate impact.
 - Per-band precision, recall and F1 are 0 where undefined (no prediction or no support), and
   macro F1 averages over every band, so a band missing from the test set counts as 0.
 - Brier score: binary, scikit-learn's `brier_score_loss` on the probability of band 1; more
@@ -26,18 +34,11 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import (
-    MetricFrame,
-    count,
-    false_positive_rate,
-    selection_rate,
-    true_positive_rate,
-)
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -47,6 +48,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     roc_auc_score,
 )
+
+from payband_contracts.model import DecisionRule
 
 # Rows of float32 probabilities (XGBoost) sum to 1 only within float32 rounding.
 _ROW_SUM_TOLERANCE = 1e-4
@@ -60,6 +63,9 @@ QUALITY_METRICS = (
     "log_loss",
     "brier_score",
 )
+# Groups below this many rows are reported but do not decide the fairness summaries.
+MIN_GROUP_ROWS = 100
+INTERSECTION_SEPARATOR = " x "
 FAIRNESS_SUMMARIES = (
     "disparate_impact",
     "selection_rate_difference",
@@ -93,6 +99,10 @@ class GroupRates:
     selection_rate: float
     true_positive_rate: float  # NaN: the group has no favourable truth
     false_positive_rate: float  # NaN: the group has no unfavourable truth
+    # Whether the group is large enough to decide the summaries (the small-group rule).
+    decides: bool = True
+    # 95 % bootstrap interval of the selection rate; NaNs without a bootstrap.
+    selection_rate_interval: tuple[float, float] = (math.nan, math.nan)
 
 
 @dataclass(frozen=True)
@@ -106,9 +116,15 @@ class GroupFairness:
     equal_opportunity_difference: float
     equalized_odds_difference: float
     notes: list[str] = field(default_factory=list)
+    disparate_impact_interval: tuple[float, float] = (math.nan, math.nan)
 
     def summary(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in FAIRNESS_SUMMARIES}
+
+    @property
+    def small_groups(self) -> list[GroupRates]:
+        """The groups that are reported but do not decide (fewer rows than the minimum)."""
+        return [rates for rates in self.groups if not rates.decides]
 
 
 def metric_name(*parts: str | int) -> str:
@@ -131,6 +147,10 @@ class Evaluation:
     per_band: list[BandMetrics]
     fairness: dict[str, GroupFairness]
     notes: list[str] = field(default_factory=list)
+    # Reported, never gated: selection by the combination of attributes (e.g. sex x race).
+    intersectional: GroupFairness | None = None
+    min_group_rows: int = 1
+    bootstrap_samples: int = 0
 
     def metrics(self) -> dict[str, float]:
         """Flat, MLflow-ready metrics; undefined (NaN) values are left out."""
@@ -142,16 +162,32 @@ class Evaluation:
                 (metric_name("band", band.band, "f1"), band.f1),
                 (metric_name("band", band.band, "support"), float(band.support)),
             ]
-        for attribute, result in self.fairness.items():
+        results = list(self.fairness.items())
+        if self.intersectional is not None:
+            results.append((self.intersectional.attribute, self.intersectional))
+        for attribute, result in results:
             named += [
                 (fairness_metric_name(attribute, summary), value)
                 for summary, value in result.summary().items()
+            ]
+            low, high = result.disparate_impact_interval
+            named += [
+                (fairness_metric_name(attribute, "disparate_impact_ci_low"), low),
+                (fairness_metric_name(attribute, "disparate_impact_ci_high"), high),
             ]
             for rates in result.groups:
                 prefix = (attribute, "group", rates.group)
                 named += [
                     (metric_name(*prefix, "count"), float(rates.count)),
                     (metric_name(*prefix, "selection_rate"), rates.selection_rate),
+                    (
+                        metric_name(*prefix, "selection_rate_ci_low"),
+                        rates.selection_rate_interval[0],
+                    ),
+                    (
+                        metric_name(*prefix, "selection_rate_ci_high"),
+                        rates.selection_rate_interval[1],
+                    ),
                     (metric_name(*prefix, "true_positive_rate"), rates.true_positive_rate),
                     (metric_name(*prefix, "false_positive_rate"), rates.false_positive_rate),
                 ]
@@ -168,15 +204,34 @@ class Evaluation:
         favourable = self.band_labels[self.favourable_band]
         outcome = f"predicted band {favourable} or higher (band index >= {self.favourable_band})"
         lines = [f"Favourable outcome: {_cell(outcome)}.", ""]
-        for attribute, result in self.fairness.items():
+        if self.bootstrap_samples:
             lines += [
-                f"#### By {_cell(attribute)}",
+                f"Intervals: 95 % bootstrap over the test rows ({self.bootstrap_samples} "
+                "resamples).",
                 "",
-                "| Group | Count | Selection rate | True positive rate | False positive rate |",
-                "| --- | ---: | ---: | ---: | ---: |",
+            ]
+        if self.min_group_rows > 1:
+            lines += [
+                f"Groups with fewer than {self.min_group_rows} test rows are shown, marked "
+                '"small", but do not decide disparate impact or the differences.',
+                "",
+            ]
+        results = list(self.fairness.items())
+        if self.intersectional is not None:
+            results.append((self.intersectional.attribute, self.intersectional))
+        for attribute, result in results:
+            lines += [
+                f"#### By {_cell(attribute)}"
+                + (" (reported, not gated)" if result is self.intersectional else ""),
+                "",
+                "| Group | Count | Selection rate | 95 % interval | True positive rate "
+                "| False positive rate |",
+                "| --- | ---: | ---: | --- | ---: | ---: |",
             ]
             lines += [
-                f"| {_cell(rates.group)} | {rates.count} | {_number(rates.selection_rate)} "
+                f"| {_cell(rates.group)}{'' if rates.decides else ' (small)'} | {rates.count} "
+                f"| {_number(rates.selection_rate)} "
+                f"| {_shown_interval(rates.selection_rate_interval)} "
                 f"| {_number(rates.true_positive_rate)} | {_number(rates.false_positive_rate)} |"
                 for rates in result.groups
             ]
@@ -184,8 +239,16 @@ class Evaluation:
                 "",
                 "| Measure | Value |",
                 "| --- | ---: |",
-                f"| Disparate impact (min/max selection rate) | "
-                f"{_number(result.disparate_impact)} |",
+                "| Disparate impact (min/max selection rate) | "
+                + " ".join(
+                    part
+                    for part in (
+                        _number(result.disparate_impact),
+                        _shown_interval(result.disparate_impact_interval),
+                    )
+                    if part
+                )
+                + " |",
                 f"| Selection-rate difference | {_number(result.selection_rate_difference)} |",
                 f"| Equal-opportunity difference | "
                 f"{_number(result.equal_opportunity_difference)} |",
@@ -204,8 +267,21 @@ def evaluate(
     band_labels: Sequence[str],
     *,
     favourable_band: int | None = None,
+    decision: DecisionRule | None = None,
+    min_group_rows: int = 1,
+    bootstrap_samples: int = 0,
+    seed: int = 0,
+    intersection: Sequence[str] = (),
+    deciding_groups: Mapping[str, Collection[str]] | None = None,
 ) -> Evaluation:
-    """Evaluate class probabilities `proba` (n rows x k bands) against the true bands."""
+    """Evaluate class probabilities `proba` (n rows x k bands) against the true bands.
+
+    ``decision`` turns probabilities into bands (argmax without it); ``intersection`` names
+    attributes of ``groups`` whose combination is reported as well (never gated);
+    ``deciding_groups`` fixes, per attribute, which groups decide the summaries (the search
+    judges its folds by the groups the gate will judge on the test rows); without it, the
+    groups with at least ``min_group_rows`` rows here decide.
+    """
     truth, probabilities = _checked_arrays(y_true, proba, band_labels)
     n_bands = probabilities.shape[1]
     favourable = n_bands - 1 if favourable_band is None else favourable_band
@@ -214,25 +290,111 @@ def evaluate(
             f"favourable_band must be between 1 and {n_bands - 1}, got {favourable}"
         )
     group_columns = _checked_groups(groups, len(truth))
-    predicted = probabilities.argmax(axis=1)
+    if unknown := [name for name in intersection if name not in group_columns]:
+        raise EvaluationInputError(f"intersection of unknown group columns: {unknown}")
+    if min_group_rows < 1 or bootstrap_samples < 0:
+        raise EvaluationInputError("min_group_rows must be >= 1 and bootstrap_samples >= 0")
+    predicted = (decision or DecisionRule()).bands(probabilities)
 
     notes: list[str] = []
     quality = _quality(truth, predicted, probabilities, notes)
     per_band = _per_band(truth, predicted, band_labels)
     truth_favourable = (truth >= favourable).astype(int)
     predicted_favourable = (predicted >= favourable).astype(int)
-    fairness = {
-        attribute: _group_fairness(attribute, truth_favourable, predicted_favourable, column)
-        for attribute, column in group_columns.items()
+    columns = dict(group_columns)
+    if intersection:
+        combined = INTERSECTION_SEPARATOR.join(intersection)
+        columns[combined] = np.asarray(
+            [
+                "/".join(values)
+                for values in zip(*(group_columns[name] for name in intersection), strict=True)
+            ],
+            dtype=object,
+        )
+    resamples = _resamples(len(truth), bootstrap_samples, seed)
+    results = {
+        attribute: _group_fairness(
+            attribute,
+            truth_favourable,
+            predicted_favourable,
+            column,
+            min_group_rows,
+            resamples,
+            None if deciding_groups is None else deciding_groups.get(attribute),
+        )
+        for attribute, column in columns.items()
     }
+    intersectional = results.pop(INTERSECTION_SEPARATOR.join(intersection), None)
     return Evaluation(
         band_labels=tuple(band_labels),
         favourable_band=favourable,
         quality=quality,
         per_band=per_band,
-        fairness=fairness,
+        fairness=results,
         notes=notes,
+        intersectional=intersectional,
+        min_group_rows=min_group_rows,
+        bootstrap_samples=bootstrap_samples,
     )
+
+
+def deciding_groups(
+    groups: Mapping[str, Sequence[str]], min_group_rows: int
+) -> dict[str, set[str]]:
+    """Per attribute, the groups with at least ``min_group_rows`` of these rows."""
+    return {
+        attribute: {
+            str(group)
+            for group, size in pd.Series(values, dtype=object).astype(str).value_counts().items()
+            if size >= min_group_rows
+        }
+        for attribute, values in groups.items()
+    }
+
+
+def label_disparate_impact(
+    bands: np.ndarray,
+    groups: Mapping[str, Sequence[str]],
+    *,
+    favourable: int,
+    min_group_rows: int = 1,
+) -> dict[str, float]:
+    """Per attribute, min/max over its groups (large enough to decide) of the share of rows
+    whose true band is favourable: the bias already in the labels."""
+    truth = (np.asarray(bands, dtype=np.int64) >= favourable).astype(int)
+    return {
+        attribute: _group_fairness(
+            attribute,
+            truth,
+            truth,
+            _checked_groups({attribute: values}, len(truth))[attribute],
+            min_group_rows,
+        ).disparate_impact
+        for attribute, values in groups.items()
+    }
+
+
+def _resamples(rows: int, samples: int, seed: int) -> list[np.ndarray]:
+    """Row indices of each bootstrap resample (drawn once, shared by every attribute)."""
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, rows, rows) for _ in range(samples)]
+
+
+def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return (math.nan, math.nan)
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return (float(low), float(high))
+
+
+def _ratio(rates: np.ndarray) -> float:
+    """min/max of the rates; 1.0 when every rate is 0 (all equal); NaN without rates."""
+    rates = rates[np.isfinite(rates)]
+    if not len(rates):
+        return math.nan
+    top = rates.max()
+    return 1.0 if top == 0 else float(rates.min() / top)
 
 
 def _checked_arrays(
@@ -338,47 +500,72 @@ def _per_band(
     ]
 
 
-def _defined_tpr(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    # fairlearn reports 0 for a group without positives; undefined is the honest answer.
-    if not np.any(np.asarray(y_true) == 1):
-        return math.nan
-    return float(true_positive_rate(y_true, y_pred, pos_label=1))
-
-
-def _defined_fpr(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    if not np.any(np.asarray(y_true) == 0):
-        return math.nan
-    return float(false_positive_rate(y_true, y_pred, pos_label=1))
-
-
 def _group_fairness(
-    attribute: str, truth: np.ndarray, predicted: np.ndarray, column: np.ndarray
+    attribute: str,
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    column: np.ndarray,
+    min_group_rows: int = 1,
+    resamples: Sequence[np.ndarray] = (),
+    deciding: Collection[str] | None = None,
 ) -> GroupFairness:
-    frame = MetricFrame(
-        metrics={
-            "count": count,
-            "selection_rate": selection_rate,
-            "true_positive_rate": _defined_tpr,
-            "false_positive_rate": _defined_fpr,
-        },
-        y_true=truth,
-        y_pred=predicted,
-        sensitive_features=pd.Series(column, name=attribute),
-    )
-    by_group = frame.by_group
-    # MetricFrame's difference skips NaN groups, so each rate is compared where it is defined.
-    differences = frame.difference(method="between_groups")
-    ratios = frame.ratio(method="between_groups")
+    # Groups in sorted order, rates by counting (fairlearn's MetricFrame gives the same numbers,
+    # as the tests check, at a hundred times the cost: the search evaluates every fold).
+    names_found, codes = np.unique(np.asarray(column, dtype=str), return_inverse=True)
+    names = [str(name) for name in names_found]
+    sizes = np.bincount(codes, minlength=len(names)).astype(float)
+    chosen = np.bincount(codes, weights=predicted, minlength=len(names))
+    positives = np.bincount(codes, weights=truth, minlength=len(names))
+    hits = np.bincount(codes, weights=truth * predicted, minlength=len(names))
+    false_hits = np.bincount(codes, weights=(1 - truth) * predicted, minlength=len(names))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        selection_rates = chosen / sizes
+        # Undefined (NaN), not 0, for a group without favourable (or unfavourable) truth.
+        tprs = np.where(positives > 0, hits / positives, math.nan)
+        fprs = np.where(sizes - positives > 0, false_hits / (sizes - positives), math.nan)
     notes: list[str] = []
+    if deciding is None:
+        decides = sizes >= min_group_rows
+    else:
+        decides = np.asarray([name in deciding for name in names], dtype=bool)
+    if decides.sum() < 2:
+        if len(names) > 1 and min_group_rows > 1:
+            notes.append(
+                f"fewer than two {attribute} groups have {min_group_rows} rows: every group "
+                "decides the summaries"
+            )
+        decides = np.ones(len(names), dtype=bool)
+    for name, size, decided in zip(names, sizes, decides, strict=True):
+        if not decided and deciding is None:
+            notes.append(
+                f"{attribute} = {name} has {int(size)} rows, fewer than {min_group_rows}: "
+                "reported with its interval, not counted in the summaries"
+            )
+
+    # Bootstrap: the same resampled rows for every group and the summary.
+    position = {name: index for index, name in enumerate(names)}
+    codes = np.fromiter(
+        (position[str(value)] for value in column), dtype=np.int64, count=len(column)
+    )
+    rates_by_sample = np.full((len(resamples), len(names)), math.nan)
+    for sample, rows in enumerate(resamples):
+        counts = np.bincount(codes[rows], minlength=len(names))
+        chosen = np.bincount(codes[rows], weights=predicted[rows], minlength=len(names))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rates_by_sample[sample] = np.where(counts > 0, chosen / counts, math.nan)
+    ratio_samples = np.array([_ratio(rates[decides]) for rates in rates_by_sample])
+
     groups = [
         GroupRates(
-            group=str(group),
-            count=int(row["count"]),
-            selection_rate=float(row["selection_rate"]),
-            true_positive_rate=float(row["true_positive_rate"]),
-            false_positive_rate=float(row["false_positive_rate"]),
+            group=name,
+            count=int(sizes[index]),
+            selection_rate=float(selection_rates[index]),
+            true_positive_rate=float(tprs[index]),
+            false_positive_rate=float(fprs[index]),
+            decides=bool(decides[index]),
+            selection_rate_interval=_percentile_interval(rates_by_sample[:, index]),
         )
-        for group, row in by_group.iterrows()
+        for index, name in enumerate(names)
     ]
     for rates in groups:
         if math.isnan(rates.true_positive_rate):
@@ -392,13 +579,13 @@ def _group_fairness(
                 "no row with unfavourable truth; left out of the differences"
             )
 
-    disparate_impact = float(ratios["selection_rate"])
-    if math.isnan(disparate_impact):
-        # Only 0/0 gives NaN: no group is ever selected, so all selection rates are equal.
-        disparate_impact = 1.0
+    deciding = [rates for rates in groups if rates.decides]
+    selection = np.array([rates.selection_rate for rates in deciding])
+    disparate_impact = _ratio(selection)
+    if selection.max() == 0:
         notes.append(f"no {attribute} group is ever selected; disparate impact taken as 1.0")
-    equal_opportunity = _rate_difference("true_positive_rate", groups, differences)
-    false_positive = _rate_difference("false_positive_rate", groups, differences)
+    equal_opportunity = _rate_difference("true_positive_rate", deciding)
+    false_positive = _rate_difference("false_positive_rate", deciding)
     # fairlearn's equalized_odds_difference (worst case) is the larger of the two differences.
     equalized_odds = (
         math.nan
@@ -409,22 +596,30 @@ def _group_fairness(
         attribute=attribute,
         groups=groups,
         disparate_impact=disparate_impact,
-        selection_rate_difference=float(differences["selection_rate"]),
+        selection_rate_difference=float(selection.max() - selection.min()),
         equal_opportunity_difference=equal_opportunity,
         equalized_odds_difference=equalized_odds,
         notes=notes,
+        disparate_impact_interval=_percentile_interval(ratio_samples),
     )
 
 
-def _rate_difference(column: str, groups: list[GroupRates], differences: pd.Series) -> float:
-    defined = [g for g in groups if not math.isnan(getattr(g, column))]
+def _rate_difference(column: str, groups: list[GroupRates]) -> float:
+    """max - min of a rate over the groups where it is defined (between groups, as
+    fairlearn's difference); NaN when fewer than two of several groups have it."""
+    defined = [getattr(g, column) for g in groups if not math.isnan(getattr(g, column))]
     if not defined or (len(groups) > 1 and len(defined) < 2):
         return math.nan
-    return float(differences[column])
+    return float(max(defined) - min(defined))
 
 
 def _number(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def _shown_interval(bounds: tuple[float, float]) -> str:
+    low, high = bounds
+    return "" if math.isnan(low) or math.isnan(high) else f"[{low:.3f}, {high:.3f}]"
 
 
 def _cell(text: str) -> str:

@@ -1,10 +1,13 @@
 """The registration decision: a model becomes `champion` only if every gate passes.
 
 Gates: quality (ROC AUC at least a minimum), fairness (each protected attribute's disparate
-impact at least a minimum) and no regression (ROC AUC not below the current champion's by more
-than a tolerance). Every gate leaves a short reason, passed or not, so the reasons can become
-tags on the registered model version; the reasons of the gates that failed are also kept
-apart (``GateDecision.failed``, tag ``gate.failed``) so a later override can say which failed.
+impact at least a minimum, judged on the bands of the model's own decision rule, by the groups
+large enough to decide), explanation cost (a batch of 1,000 explanations predicted within the
+serving budget from the model's size, ``payband_training.cost``) and no regression (ROC AUC
+not below the current champion's by more than a tolerance). Every gate leaves a short
+reason, passed or not, so the reasons can become tags on the registered model version; the
+reasons of the gates that failed are also kept apart (``GateDecision.failed``, tag
+``gate.failed``) so a later override can say which failed.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass, field
 from payband_training.evaluate import fairness_metric_name
 
 ROC_AUC = "roc_auc"
+# Predicted milliseconds for a batch of 1,000 explanations (payband_training.cost).
+EXPLANATION_MS = "explanation_ms_per_1000"
 DECISION_TAG = "gate.decision"
 REASONS_TAG = "gate.reasons"
 # Only on a rejected version: the failed gates' reasons, one a line.
@@ -48,8 +53,10 @@ def decide(
     champion_metrics: Mapping[str, float] | None,
     tolerance: float,
     attributes: Sequence[str] = ("sex", "race"),
+    max_explanation_ms: float | None = None,
 ) -> GateDecision:
-    """Apply the quality, fairness and champion gates to a candidate's flat metrics."""
+    """Apply the quality, fairness, explanation-cost (when ``max_explanation_ms`` is given)
+    and champion gates to a candidate's flat metrics."""
     if tolerance < 0:
         raise ValueError(f"tolerance must not be negative, got {tolerance}")
     outcomes = [_at_least(metrics, ROC_AUC, "roc_auc", min_roc_auc)]
@@ -62,6 +69,8 @@ def decide(
         )
         for attribute in attributes
     ]
+    if max_explanation_ms is not None:
+        outcomes.append(_at_most(metrics, EXPLANATION_MS, max_explanation_ms))
     outcomes.append(not_worse_than_champion(metrics, champion_metrics, tolerance))
     return GateDecision(
         passed=all(passed for passed, _ in outcomes),
@@ -122,6 +131,17 @@ def _at_least(
     if value >= minimum:
         return True, f"{label} {shown} >= {shown_minimum}"
     return False, f"{label} {shown} < {shown_minimum}"
+
+
+def _at_most(metrics: Mapping[str, float], key: str, maximum: float) -> tuple[bool, str]:
+    label = "explanation of 1,000 candidates"
+    value = _value(metrics, key)
+    if value is None:
+        state = "missing" if key not in metrics else "not a number"
+        return False, f"{label} is {state} (metric {key!r}); at most {maximum:.0f} ms is allowed"
+    if value <= maximum:
+        return True, f"{label} predicted {value:.1f} ms <= {maximum:.0f} ms"
+    return False, f"{label} predicted {value:.1f} ms > {maximum:.0f} ms"
 
 
 def not_worse_than_champion(

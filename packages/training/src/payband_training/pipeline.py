@@ -1,8 +1,10 @@
 """One training, end to end: features snapshot (by URI) in, a registered model version out.
 
-read -> split (committed to the versioned store) -> Optuna search -> final fit -> evaluation
--> MLflow run (params, metrics, data inputs, model, SHAP plots, model card, reference data)
--> registry version, promoted to `champion` only if the gates pass.
+read -> split (committed to the versioned store) -> multi-objective Optuna search (accuracy
+against fairness, with mitigation) -> final fit -> evaluation with bootstrap intervals, before
+and after mitigation -> MLflow run (params, metrics, data inputs, model, SHAP plots, the
+search's trials and Pareto front, model card, reference data) -> registry version, promoted to
+`champion` only if the gates pass.
 `train` chains the public steps below; the Dagster code location (`definitions`) runs each
 step as an asset. Neither holds logic of its own.
 """
@@ -14,28 +16,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from mlflow import MlflowClient
-
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
-from payband_training.card import model_card
-from payband_training.evaluate import Evaluation, evaluate
+from payband_training.card import BiasExamination, model_card
+from payband_training.cost import explanation_cost, predicted_batch_ms
+from payband_training.evaluate import Evaluation, deciding_groups, label_disparate_impact
 from payband_training.features import (
+    BAND,
     PROTECTED,
     FeatureSet,
     band_labels_of,
     read_features,
-    to_model_frame,
 )
-from payband_training.model import ModelSchema, predict_probabilities
-from payband_training.registry import Registration, register
-from payband_training.search import SearchResult, fit_final, reweigh, search, storage_url
+from payband_training.gates import EXPLANATION_MS
+from payband_training.model import ModelSchema
+from payband_training.registry import Registration, record_card, register
+from payband_training.search import (
+    SearchResult,
+    TrialRecord,
+    evaluate_fit,
+    fit_final,
+    search,
+    storage_url,
+)
 from payband_training.settings import TrainingSettings
 from payband_training.split import TEST_FILE, TRAIN_FILE, SplitError, commit_split, split
-from payband_training.tracking import MODEL_CARD_FILE, configure, log_training
+from payband_training.tracking import configure, log_training
 
 if TYPE_CHECKING:
     import pandas as pd
+    import xgboost as xgb
 
     from payband_data.store import DatasetVersion
 
@@ -72,6 +82,9 @@ class TrainedModel:
     schema: ModelSchema
     evaluation: Evaluation
     train_rows: int
+    # What the gates judge: the evaluation's metrics and the explanation cost.
+    metrics: dict[str, float]
+    bias: BiasExamination
 
 
 @dataclass(frozen=True)
@@ -160,9 +173,13 @@ def search_params(
     study_name: str | None = None,
     progress: Progress = _quiet,
 ) -> SearchResult:
-    """The Optuna search on the train part; workers on the same train version join one study."""
+    """The search on the train part; workers on the same train version join one study.
+
+    Its folds are judged by the groups the gate will judge: those with at least
+    ``settings.min_group_rows`` test rows.
+    """
     # One study per training data version: workers training on the same split join it.
-    name = study_name or f"salary-band-{data.train_version.version[:16]}"
+    name = study_name or f"salary-band-{data.train_version.version[:16]}-fair"
     found = search(
         data.train,
         use_protected=settings.use_protected_attributes,
@@ -170,11 +187,53 @@ def search_params(
         settings=settings,
         storage=settings.study_storage_url,
         study_name=name,
-        sample_weight=reweigh(data.train) if settings.reweigh else None,
-        progress=lambda done, best: progress("search", f"trial {done}: best ROC AUC {best:.4f}"),
+        deciding=_test_groups(data, settings),
+        progress=lambda done, best: progress(
+            "search", f"trial {done}: best ROC AUC meeting the gates {best:.4f}"
+        ),
     )
-    progress("search", f"best ROC AUC {found.best_value:.4f} after {found.n_trials} trials")
+    chosen = found.chosen
+    progress(
+        "search",
+        f"trial {chosen.number} of {found.n_trials} chosen "
+        f"({chosen.config.mitigation.describe()}): "
+        f"CV ROC AUC {chosen.roc_auc:.4f}, worst disparate impact "
+        f"{chosen.worst_disparate_impact:.3f}; "
+        f"{sum(t.feasible for t in found.trials)} trials meet every gate, "
+        f"{len(found.front)} on the Pareto front",
+    )
     return found
+
+
+def _test_groups(data: TrainingData, settings: TrainingSettings) -> dict[str, set[str]]:
+    groups = {attribute: data.test[attribute].astype(str).tolist() for attribute in PROTECTED}
+    return deciding_groups(groups, settings.min_group_rows)
+
+
+def _fit_and_evaluate(
+    data: TrainingData, trial: TrialRecord, settings: TrainingSettings
+) -> tuple[xgb.Booster, Evaluation]:
+    booster = fit_final(
+        data.train,
+        trial.config,
+        use_protected=settings.use_protected_attributes,
+        n_bands=data.n_bands,
+        seed=settings.seed,
+        min_group_rows=settings.min_group_rows,
+    )
+    evaluation = evaluate_fit(
+        booster,
+        data.test,
+        trial.config.decision,
+        use_protected=settings.use_protected_attributes,
+        n_bands=data.n_bands,
+        min_group_rows=settings.min_group_rows,
+        bootstrap_samples=settings.bootstrap_samples,
+        seed=settings.seed,
+        band_labels=data.band_labels,
+        intersection=PROTECTED,
+    )
+    return booster, evaluation
 
 
 def fit_and_record(
@@ -184,25 +243,45 @@ def fit_and_record(
     *,
     progress: Progress = _quiet,
 ) -> TrainedModel:
-    """Fit the final model, evaluate it on the test part and record the run in MLflow."""
-    model = fit_final(
-        data.train,
-        found.best_params,
-        use_protected=settings.use_protected_attributes,
-        n_bands=data.n_bands,
-        seed=settings.seed,
-        sample_weight=reweigh(data.train) if settings.reweigh else None,
+    """Fit the chosen trial, evaluate it (and the best unmitigated trial) on the test part
+    and record the run in MLflow."""
+    chosen = found.chosen
+    booster, evaluation = _fit_and_evaluate(data, chosen, settings)
+    before = None
+    if found.baseline is not None:
+        before = (
+            evaluation
+            if found.baseline.number == chosen.number
+            else _fit_and_evaluate(data, found.baseline, settings)[1]
+        )
+    cost = explanation_cost(booster)
+    metrics = evaluation.metrics() | {
+        "explanation_cost": cost,
+        EXPLANATION_MS: predicted_batch_ms(cost),
+    }
+    fairness = ", ".join(
+        f"{attribute} disparate impact {result.disparate_impact:.3f}"
+        for attribute, result in evaluation.fairness.items()
     )
-    booster = model.get_booster()
-    inputs = to_model_frame(data.test, settings.use_protected_attributes)
-    probabilities = predict_probabilities(booster, inputs, data.n_bands)
-    evaluation = evaluate(
-        data.test["band"].to_numpy(),
-        probabilities,
-        {attribute: data.test[attribute].astype(str).tolist() for attribute in PROTECTED},
-        data.band_labels,
+    progress("evaluate", f"test ROC AUC {evaluation.quality['roc_auc']:.4f}, {fairness}")
+    bias = BiasExamination(
+        mitigation=chosen.config.mitigation,
+        decision=chosen.config.decision,
+        after=evaluation,
+        before=before,
+        trials=found.n_complete,
+        front=len(found.front),
+        feasible=sum(trial.feasible for trial in found.trials),
+        chosen_trial=chosen.number,
+        baseline_trial=None if found.baseline is None else found.baseline.number,
+        chosen_feasible=chosen.feasible,
+        label_disparate_impact=label_disparate_impact(
+            data.train[BAND].to_numpy(),
+            {attribute: data.train[attribute].astype(str).tolist() for attribute in PROTECTED},
+            favourable=data.n_bands - 1,
+            min_group_rows=settings.min_group_rows,
+        ),
     )
-    progress("evaluate", f"test ROC AUC {evaluation.quality['roc_auc']:.4f}")
 
     # The split parts carry the snapshot's source, year, states and band edges.
     metadata = data.train_version.metadata
@@ -215,6 +294,7 @@ def fit_and_record(
         source=data.source,
         year=metadata.get("year", ""),
         states=[state for state in metadata.get("states", "").split(",") if state],
+        decision=chosen.config.decision,
     )
     configure(settings)
     logged = log_training(
@@ -225,6 +305,9 @@ def fit_and_record(
         evaluation=evaluation,
         train=data.train,
         test=data.test,
+        bias=bias,
+        extra_metrics={name: metrics[name] for name in ("explanation_cost", EXPLANATION_MS)},
+        raw_uri=metadata.get("raw_uri") or None,
     )
     progress("mlflow", f"run {logged.run_id}")
     return TrainedModel(
@@ -233,6 +316,8 @@ def fit_and_record(
         schema=schema,
         evaluation=evaluation,
         train_rows=len(data.train),
+        metrics=metrics,
+        bias=bias,
     )
 
 
@@ -243,22 +328,24 @@ def register_model(
     *,
     progress: Progress = _quiet,
 ) -> Registration:
-    """Register the recorded model (champion only if the gates pass); re-log its card."""
-    registration = register(
-        trained.model_uri, trained.run_id, trained.evaluation.metrics(), settings
+    """Register the recorded model (champion only if the gates pass); record the card of
+    the version, with the decision, as a new artifact of its run."""
+    registration = register(trained.model_uri, trained.run_id, trained.metrics, settings)
+    record_card(
+        registration,
+        trained.run_id,
+        model_card(
+            trained.schema,
+            trained.evaluation,
+            params=found.chosen.config.flat(trained.schema.n_bands),
+            cv_roc_auc=found.best_value,
+            train_rows=trained.train_rows,
+            decision=registration.decision,
+            title=f"{registration.name} version {registration.version}",
+            bias=trained.bias,
+        ),
+        settings,
     )
-    # The card was written before the registry decided; it now says what was decided.
-    card = model_card(
-        trained.schema,
-        trained.evaluation,
-        params=found.best_params,
-        cv_roc_auc=found.best_value,
-        train_rows=trained.train_rows,
-        decision=registration.decision,
-    )
-    uri = storage_url(settings.mlflow_tracking_uri)
-    # Its own client: in Dagster this step may run in another process than the MLflow run.
-    MlflowClient(tracking_uri=uri, registry_uri=uri).log_text(trained.run_id, card, MODEL_CARD_FILE)
     progress(
         "registry",
         f"{registration.name} version {registration.version}: "

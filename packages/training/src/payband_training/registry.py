@@ -9,11 +9,17 @@ both compare with the same champion, and the later alias move wins.
 `promote` moves the alias to an existing version whose gates passed. The gates are never
 lowered: a version that failed them becomes champion only through `promote_with_override`,
 which records who overrode them, when, why and which gates failed, as `gate.override*` tags on
-the version and as an "Override" section of its run's model card, before moving the alias.
+the version and as an "Override" section of its model card, before moving the alias.
+
+Model cards are never overwritten: the run's ``model_card.md`` is the card as the run wrote it;
+the card of a registered version (`record_card`) and each card with an override are new
+artifacts of the run under ``model_cards/``, and the version's ``model_card.path`` and
+``model_card.sha256`` tags name the current one and its SHA-256 digest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -54,6 +60,10 @@ OVERRIDE_BY_TAG = "gate.override_by"
 OVERRIDE_AT_TAG = "gate.override_at"
 OVERRIDE_PREVIOUS_TAG = "gate.override_previous_champion"
 MIN_OVERRIDE_REASON_LENGTH = 20
+# The version's current model card (an artifact path in its run) and that file's SHA-256.
+CARD_PATH_TAG = "model_card.path"
+CARD_DIGEST_TAG = "model_card.sha256"
+CARDS_DIR = "model_cards"
 MODEL_DESCRIPTION = (
     "Salary-band classifiers trained by payband_training. Every trained model is a version; "
     "the champion alias marks the version that passed the quality, fairness and "
@@ -116,6 +126,7 @@ def register(
         min_disparate_impact=settings.min_disparate_impact,
         champion_metrics=champion_metrics,
         tolerance=settings.champion_tolerance,
+        max_explanation_ms=settings.max_explanation_ms,
     )
     tags = {
         **gates.as_tags(decision),
@@ -248,12 +259,61 @@ def promote_with_override(
     )
     if override.failed_reasons:
         # Read before anything changes: a run without a card fails here, with nothing recorded.
-        card = _model_card(client, found)
+        card = current_card(client, found)
         _tag_override(client, override)
-        with _translated(f"log the model card of run {found.run_id}"):
-            client.log_text(found.run_id, with_override(card, override), MODEL_CARD_FILE)
+        stamp = override.at.strftime("%Y%m%dT%H%M%SZ")
+        _log_card(
+            client,
+            found,
+            with_override(card, override),
+            f"{CARDS_DIR}/version-{override.version}-override-{stamp}",
+        )
     _move_alias(client, settings, override.version)
     return override
+
+
+def record_card(
+    registration: Registration,
+    run_id: str,
+    card: str,
+    settings: TrainingSettings,
+    *,
+    client: MlflowClient | None = None,
+) -> str:
+    """Log the card of a newly registered version as a new artifact of its run and name it,
+    with its digest, in the version's tags; the artifact path."""
+    client = _connected(settings, client)
+    with _translated(f"read version {registration.version} of {registration.name!r}"):
+        found = client.get_model_version(registration.name, registration.version)
+    if found.run_id != run_id:
+        raise RegistryError(
+            f"version {registration.version} of {registration.name!r} belongs to run "
+            f"{found.run_id}, not {run_id}"
+        )
+    return _log_card(client, found, card, f"{CARDS_DIR}/version-{registration.version}-registered")
+
+
+def _log_card(client: MlflowClient, version: ModelVersion, card: str, stem: str) -> str:
+    """Log the card as ``<stem>.md``, or ``<stem>-2.md``, ... when that name is taken (two
+    overrides within one second): a card is never overwritten."""
+    with _translated(f"log the model card of run {version.run_id}"):
+        taken = {item.path for item in client.list_artifacts(version.run_id, CARDS_DIR)}
+        path, copy = f"{stem}.md", 1
+        while path in taken:
+            copy += 1
+            path = f"{stem}-{copy}.md"
+        client.log_text(version.run_id, card, path)
+        # Tagged after the file exists: the tags never name a card that is not there.
+        client.set_model_version_tag(version.name, version.version, CARD_PATH_TAG, path)
+        client.set_model_version_tag(
+            version.name, version.version, CARD_DIGEST_TAG, card_digest(card)
+        )
+    return path
+
+
+def card_digest(card: str) -> str:
+    """The SHA-256 of a card's text as logged (UTF-8), in hex."""
+    return hashlib.sha256(card.encode("utf-8")).hexdigest()
 
 
 def champion(settings: TrainingSettings, client: MlflowClient | None = None) -> ModelVersion | None:
@@ -320,21 +380,24 @@ def _existing_version(
     return _alias_version(registered, alias), found
 
 
-def _model_card(client: MlflowClient, version: ModelVersion) -> str:
-    """The model card text of the version's run; RegistryError if the run has none."""
+def current_card(client: MlflowClient, version: ModelVersion) -> str:
+    """The version's current model card (``model_card.path``, else the run's
+    ``model_card.md``); RegistryError if the run has none."""
+    path = version.tags.get(CARD_PATH_TAG, MODEL_CARD_FILE)
     missing = RegistryError(
-        f"version {version.version} has no {MODEL_CARD_FILE} in its run "
+        f"version {version.version} has no {path} in its run "
         f"{version.run_id or '(none)'} to record the override in"
     )
     if not version.run_id:
         raise missing
     with _translated(f"read the model card of run {version.run_id}"):
-        listed = {artifact.path for artifact in client.list_artifacts(version.run_id)}
-        if MODEL_CARD_FILE not in listed:
+        folder = path.rpartition("/")[0] or None
+        listed = {artifact.path for artifact in client.list_artifacts(version.run_id, folder)}
+        if path not in listed:
             raise missing
         with tempfile.TemporaryDirectory() as directory:
-            path = client.download_artifacts(version.run_id, MODEL_CARD_FILE, directory)
-            return Path(path).read_text(encoding="utf-8")
+            downloaded = client.download_artifacts(version.run_id, path, directory)
+            return Path(downloaded).read_text(encoding="utf-8")
 
 
 def _tag_override(client: MlflowClient, override: Override) -> None:

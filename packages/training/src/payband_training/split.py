@@ -119,7 +119,8 @@ def commit_split(
     """Commit the parts as ``splits/<source>/train`` and ``splits/<source>/test``.
 
     Metadata: source, year, states and band_edges_usd of the features version, plus
-    row_count, rows_per_band (JSON), features_uri, seed and test_fraction.
+    row_count, rows_per_band (JSON), features_uri, raw_uri (the raw version the features were
+    built from), seed and test_fraction.
     """
     if not _SOURCE.fullmatch(source):
         raise SplitError(f"invalid source {source!r}: use lower-case letters, digits, '_', '-'")
@@ -135,6 +136,7 @@ def commit_split(
         "states": features.version.metadata.get("states", ""),
         "band_edges_usd": features.version.metadata.get("band_edges_usd", ""),
         "features_uri": features.uri,
+        "raw_uri": features.version.metadata.get("raw_uri", ""),
         "seed": str(split.seed),
         "test_fraction": repr(float(split.test_fraction)),
     }

@@ -1,9 +1,12 @@
 """One MLflow run per training: parameters, metrics, data lineage, model, evidence.
 
-A run holds the search's best parameters and the settings that shaped the training, the
-evaluation's metrics, the train and test parts as dataset inputs (their versioned-store URIs
-as source), the model (``payband_training.model``), SHAP summary plots from XGBoost's exact
-TreeSHAP, the model card and the reference data for monitoring.
+A run holds the chosen trial's parameters (booster, mitigation, decision rule) and the settings
+that shaped the training, the evaluation's metrics, its lineage (the code revision it was
+trained from as ``mlflow.source.git.commit``; the raw data version, the features snapshot and
+the train and test parts as dataset inputs with their versioned-store URIs as source), the
+model (``payband_training.model``), SHAP summary plots from XGBoost's exact TreeSHAP, the
+search's trials and Pareto front (``payband_training.front``), the model card and the
+reference data for monitoring.
 
 MLflow's telemetry is switched off by ``payband_training/__init__.py``, which runs before
 this module imports mlflow.
@@ -17,6 +20,8 @@ import importlib.util
 import json
 import logging
 import math
+import os
+import subprocess
 import tempfile
 import warnings
 from collections.abc import Mapping
@@ -31,6 +36,7 @@ import pandas as pd
 import xgboost as xgb
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
@@ -44,9 +50,10 @@ from payband_contracts.tracking import shown_uri, tracking_problem
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
 from payband_training import __version__
-from payband_training.card import model_card
+from payband_training.card import BiasExamination, model_card
 from payband_training.evaluate import Evaluation
 from payband_training.features import BAND, FEATURES
+from payband_training.front import FRONT_DIR, PLOT_FILE, TRIALS_FILE, trials_table, write_front_plot
 from payband_training.gates import GateDecision
 from payband_training.model import (
     ModelSchema,
@@ -64,6 +71,7 @@ __all__ = [
     "REFERENCE_FILE",
     "SHAP_DIR",
     "STORE_SOURCE_TYPE",
+    "UNMITIGATED_PREFIX",
     "LoggedTraining",
     "TrackingError",
     "VersionedStoreSource",
@@ -84,6 +92,14 @@ SHAP_IMPORTANCE_FILE = "importance.png"
 STORE_SOURCE_TYPE = "payband_store"
 TRAINING_CONTEXT = "training"
 TESTING_CONTEXT = "testing"
+FEATURES_CONTEXT = "features"
+RAW_CONTEXT = "raw"
+# Metrics of the best unmitigated trial, refitted and tested like the model.
+UNMITIGATED_PREFIX = "unmitigated_"
+# MLflow's own tag for the code version of a run (shown as the run's source version).
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+# Set by images and CI, where there is no git checkout; else asked of git, else "unknown".
+REVISION_VARIABLE = "PAYBAND_REVISION"
 RECORD_ID = "record_id"
 # Rows drawn into the SHAP plots; contributions are exact whatever the sample.
 SHAP_SAMPLE_ROWS = 2000
@@ -96,7 +112,11 @@ _RESERVED_PARAMS = frozenset(
         "cv_folds",
         "test_fraction",
         "use_protected",
-        "reweigh",
+        "mitigation_methods",
+        "min_group_rows",
+        "bootstrap_samples",
+        "max_explanation_ms",
+        "decision_rule",
         "n_bands",
         "band_edges_usd",
         "features",
@@ -241,10 +261,12 @@ def configure(settings: TrainingSettings) -> str:
 def training_params(
     settings: TrainingSettings, schema: ModelSchema, search: SearchResult
 ) -> dict[str, str]:
-    """The run's parameters: the search's best ones and what shaped the training."""
-    if clash := sorted(_RESERVED_PARAMS & set(search.best_params)):
+    """The run's parameters: the chosen trial's (booster, mitigation, decision rule) and
+    what shaped the training."""
+    chosen = search.chosen.config.flat(schema.n_bands)
+    if clash := sorted(_RESERVED_PARAMS & set(chosen)):
         raise TrackingError(f"search parameters {clash} clash with the run's own parameters")
-    params = {name: str(value) for name, value in search.best_params.items()}
+    params = dict(chosen)
     params |= {
         "seed": str(settings.seed),
         "trials": str(settings.trials),
@@ -252,7 +274,11 @@ def training_params(
         "cv_folds": str(settings.cv_folds),
         "test_fraction": repr(float(settings.test_fraction)),
         "use_protected": str(schema.use_protected).lower(),
-        "reweigh": str(settings.reweigh).lower(),
+        "mitigation_methods": ",".join(settings.mitigation),
+        "min_group_rows": str(settings.min_group_rows),
+        "bootstrap_samples": str(settings.bootstrap_samples),
+        "max_explanation_ms": f"{settings.max_explanation_ms:g}",
+        "decision_rule": schema.decision.model_dump_json(),
         "n_bands": str(schema.n_bands),
         "band_edges_usd": json.dumps(list(schema.band_edges_usd)),
         "features": ",".join(schema.features),
@@ -264,11 +290,40 @@ def training_params(
 def _search_metrics(search: SearchResult) -> dict[str, float]:
     metrics = {
         "search_best_cv_roc_auc": search.best_value,
+        "search_cv_worst_disparate_impact": search.chosen.worst_disparate_impact,
         "search_trials": float(search.n_trials),
-        "search_pruned": float(search.n_pruned),
         "search_complete": float(search.n_complete),
+        "search_failed": float(search.n_failed),
+        "search_feasible": float(sum(trial.feasible for trial in search.trials)),
+        "search_front_size": float(len(search.front)),
     }
     return {name: value for name, value in metrics.items() if math.isfinite(value)}
+
+
+def code_revision() -> str:
+    """The git commit the code was trained from: $PAYBAND_REVISION, else the checkout this
+    package is installed from (with ``-dirty`` for uncommitted changes), else "unknown"."""
+    if revision := os.environ.get(REVISION_VARIABLE, "").strip():
+        return revision
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if status else commit or "unknown"
 
 
 def training_metrics(evaluation: Evaluation, search: SearchResult) -> dict[str, float]:
@@ -438,6 +493,12 @@ def _digest(frame: pd.DataFrame) -> str:
     return hashlib.sha256(rows.tobytes() + columns).hexdigest()[:16]
 
 
+def _version_dataset(uri: str, name: str) -> MetaDataset:
+    # The store's version id is a content hash: the dataset's digest without reading it.
+    digest = uri.rpartition("@")[2][:16] or hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return MetaDataset(source=VersionedStoreSource(uri), name=name, digest=digest)
+
+
 def _dataset(frame: pd.DataFrame, uri: str, name: str) -> PandasDataset:
     plain = _plain(frame, [column for column in frame.columns if column != "dataset_uri"])
     return mlflow.data.from_pandas(
@@ -456,12 +517,17 @@ def log_training(
     test: pd.DataFrame,
     decision: GateDecision | None = None,
     run_name: str | None = None,
+    bias: BiasExamination | None = None,
+    extra_metrics: Mapping[str, float] | None = None,
+    raw_uri: str | None = None,
 ) -> LoggedTraining:
     """Record one training as one MLflow run in the configured experiment.
 
     ``model`` is the final fit on ``train``; ``evaluation`` its result on ``test`` (both typed
     by ``feature_frame``, with record_id); ``schema.train_uri``/``test_uri`` name their store
-    versions. ``decision`` fills the model card's gate section ("pending" without it).
+    versions. ``decision`` fills the model card's gate section ("pending" without it);
+    ``bias`` its bias section; ``extra_metrics`` (explanation cost) are logged with the model;
+    ``raw_uri`` is the raw data version the features were built from.
     """
     booster = model if isinstance(model, xgb.Booster) else model.get_booster()
     _check_results(settings, booster, schema, evaluation, {"train": train, "test": test})
@@ -478,16 +544,20 @@ def log_training(
         "train_uri": schema.train_uri,
         "test_uri": schema.test_uri,
         "payband_training_version": __version__,
+        GIT_COMMIT_TAG: code_revision(),
+        "raw_uri": raw_uri or "",
     }
     card = model_card(
         schema,
         evaluation,
-        params=search.best_params,
+        params=search.chosen.config.flat(schema.n_bands),
         cv_roc_auc=search.best_value,
         train_rows=len(train),
         decision=decision,
         title=settings.model_name,
+        bias=bias,
     )
+    trials = trials_table(search, schema.n_bands)
     reference = reference_frame(booster, schema, test)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         mlflow.log_params(params)
@@ -502,10 +572,23 @@ def log_training(
             )
             mlflow.log_input(train_data, context=TRAINING_CONTEXT)
             mlflow.log_input(test_data, context=TESTING_CONTEXT)
+        features_data = _version_dataset(schema.features_uri, f"{schema.source}-features")
+        mlflow.log_input(features_data, context=FEATURES_CONTEXT)
+        if raw_uri:
+            mlflow.log_input(_version_dataset(raw_uri, f"{schema.source}-raw"), context=RAW_CONTEXT)
         info = log_model(booster, schema, make_input_example(test, schema))
         # Linked to the logged model too, so MLflow shows them with it.
         mlflow.log_metrics(metrics, model_id=info.model_id, dataset=test_data)
         mlflow.log_metrics(search_metrics, model_id=info.model_id)
+        if extra_metrics:
+            mlflow.log_metrics(dict(extra_metrics), model_id=info.model_id)
+        if bias is not None and bias.before is not None:
+            # The best trial without mitigation on the same test rows: the "before".
+            before = {
+                f"{UNMITIGATED_PREFIX}{name}": value
+                for name, value in bias.before.metrics().items()
+            }
+            mlflow.log_metrics(before)
         mlflow.log_text(card, MODEL_CARD_FILE)
         with tempfile.TemporaryDirectory(prefix="payband-run-") as tmp:
             reference_path = Path(tmp) / REFERENCE_FILE
@@ -514,5 +597,12 @@ def log_training(
             plots = Path(tmp) / SHAP_DIR
             write_shap_plots(booster, schema, test, plots, seed=settings.seed)
             mlflow.log_artifacts(str(plots), artifact_path=SHAP_DIR)
+            front = Path(tmp) / FRONT_DIR
+            front.mkdir()
+            trials.to_csv(front / TRIALS_FILE, index=False)
+            write_front_plot(
+                search, front / PLOT_FILE, min_disparate_impact=settings.min_disparate_impact
+            )
+            mlflow.log_artifacts(str(front), artifact_path=FRONT_DIR)
     log.info("logged training run %s in experiment %s", run.info.run_id, experiment_id)
     return LoggedTraining(run_id=run.info.run_id, experiment_id=experiment_id, model_info=info)
