@@ -84,12 +84,14 @@ def catalogue_rows(frame: pd.DataFrame) -> pd.DataFrame:
 def adult_model(folder: Path, params: dict[str, Any]) -> tuple[Candidates, list[Row]]:
     """Adult snapshot -> committed split -> one fit with fixed parameters -> model folder."""
     # Imported here: they take seconds to import, and not every benchmark trains.
+    from payband_contracts.model import DecisionRule
     from payband_data import steps
     from payband_data.settings import DataSettings
     from payband_training.features import read_features
+    from payband_training.mitigation import Mitigation
     from payband_training.model import write_bundle
     from payband_training.pipeline import split_features
-    from payband_training.search import fit_final
+    from payband_training.search import TrialConfig, fit_final
     from payband_training.settings import TrainingSettings
 
     home = Path(os.environ["PAYBAND_HOME"])
@@ -109,10 +111,12 @@ def adult_model(folder: Path, params: dict[str, Any]) -> tuple[Candidates, list[
         training = split_features(read_features(snapshot.uri, data), settings, data)
         prep_s = time.perf_counter() - started
     use_protected = settings.use_protected_attributes
-    model, fit_s = timed(
+    # No mitigation and the plain most-probable band: a fixed model, not a search's choice.
+    config = TrialConfig(dict(params), Mitigation("none", 0.0), DecisionRule())
+    booster, fit_s = timed(
         lambda: fit_final(
             training.train,
-            params,
+            config,
             use_protected=use_protected,
             n_bands=training.n_bands,
             seed=settings.seed,
@@ -130,7 +134,7 @@ def adult_model(folder: Path, params: dict[str, Any]) -> tuple[Candidates, list[
         year=metadata.get("year", ""),
         states=[state for state in metadata.get("states", "").split(",") if state],
     )
-    write_bundle(model.get_booster(), schema, folder)
+    write_bundle(booster, schema, folder)
     background = training.train.sample(n=BACKGROUND_ROWS, random_state=settings.seed)
     candidates = Candidates(
         held_out=raw_rows(training.test, schema),

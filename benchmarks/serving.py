@@ -1,6 +1,7 @@
 """Serving latency over REST, and exact explanations against shap's permutation explainer.
 
-    uv run python benchmarks/serving.py [--model-dir DIR] [--trees 200] [--depth 6]
+    uv run python benchmarks/serving.py [--model-dir DIR | --model-uri URI | --home DIR]
+                                        [--tracking-uri URI] [--trees 200] [--depth 6]
                                         [--workers N] [--threads N] [--single-requests 2000]
                                         [--batch-repeats 20] [--permutation-rows 1000] [--no-fail]
 
@@ -12,8 +13,20 @@ parameters from the middle of the search space (--trees / --depth change two of 
 as a model folder (booster.json + payband_model.json) by payband_training.model.write_bundle.
 Candidates are the held-out (test) rows; shap's background is 100 training rows.
 With --model-dir, that folder is served instead and the candidates are synthetic (catalogue
-ranges, payband_testing.model.synthetic_candidates). The model's size is printed: TreeSHAP's
-cost grows with trees x leaves x depth^2.
+ranges, payband_testing.model.synthetic_candidates).
+With --model-uri (models:/NAME@ALIAS, models:/NAME/VERSION or runs:/...), what is actually
+served: a registered version, resolved by payband_serving.source against the MLflow store of
+--tracking-uri (default PAYBAND_SERVING_MLFLOW_TRACKING_URI) and served from that URI as a
+deployment serves it; the server must report the version resolved and its decision rule.
+--home DIR takes the tracking URI of the local stack in that PAYBAND_HOME (`payband demo` /
+`up`) the way `payband up` does (payband.stack.local_postgres): its PostgreSQL is started and
+stopped once the server has loaded the model, unless a `payband up` runs from the home, whose
+cluster is used as it is. --tracking-uri or --home without --model-uri serve
+models:/salary-band@champion. Candidates are synthetic, except with --home when the home's
+versioned store holds the version's held-out (test) and training splits: then its own
+held-out rows, and 100 training rows as shap's background.
+The model's version, decision rule and size are printed: TreeSHAP's cost grows with trees x
+leaves x depth^2.
 
 Measured against a real ``payband-serving serve`` (MLServer) on loopback, with default
 settings (in-process inference, adaptive batching off; --workers N passes --workers N), over
@@ -27,7 +40,9 @@ V2 REST with one keep-alive httpx client, after a warm-up:
     A request is timed from sending its (pre-encoded) JSON body to having the whole response
     body; the client's own JSON encoding and decoding are reported apart.
     Every response is checked afterwards: base_value + sum(contributions) must equal
-    booster.predict(output_margin=True) on independently encoded rows to 1e-4.
+    booster.predict(output_margin=True) on independently encoded rows to 1e-4, and the band
+    must be the model's decision rule on the served probabilities (ModelSchema.bands); how
+    many rows that puts in another band than the most probable one is printed.
 (3) explanation cost: exact contributions (Explainer.explain, XGBoost pred_contribs) against
     shap.PermutationExplainer on the same rows and the same output (the upper band's raw
     margin, computed from the encoded matrix through an XGBoost DMatrix), background 100
@@ -47,13 +62,14 @@ is wrong.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,12 +78,23 @@ import numpy as np
 import pandas as pd
 import shap
 import xgboost as xgb
-from _common import BACKGROUND_ROWS, MIDDLE_PARAMS, Candidates, adult_model, model_size
+from _common import (
+    BACKGROUND_ROWS,
+    MIDDLE_PARAMS,
+    Candidates,
+    adult_model,
+    model_size,
+    raw_rows,
+)
 from _report import Row, print_table, timed  # benchmarks/ is the script's directory
 
-from payband_contracts.model import ModelSchema
+from payband.home import Home
+from payband_contracts.cli_support import first_line
+from payband_contracts.model import DecisionRule, ModelSchema
+from payband_contracts.tracking import shown_uri
 from payband_serving.explain import Explainer
 from payband_serving.settings import ServingSettings
+from payband_serving.source import ModelSourceError, resolve
 from payband_testing.model import synthetic_candidates
 from payband_testing.serving import InferenceServer, inference_server
 from payband_training.model import encode_inputs, load_bundle
@@ -83,6 +110,7 @@ IN_PROCESS_SINGLE = 200
 SHAP_WARMUP_ROWS = 5
 SHAP_EXACT_ROWS = 100
 SYNTHETIC_ROWS = 10_000
+CHAMPION_URI = "models:/salary-band@champion"
 
 T = TypeVar("T")
 
@@ -91,14 +119,119 @@ class WrongAnswer(RuntimeError):
     """A response that does not hold what the model computes."""
 
 
-def synthetic(schema: ModelSchema) -> Candidates:
+def synthetic(schema: ModelSchema, why: str = "") -> Candidates:
     columns = list(schema.features)
     return Candidates(
         held_out=synthetic_candidates(SYNTHETIC_ROWS, seed=1).loc[:, columns],
         background=synthetic_candidates(BACKGROUND_ROWS, seed=2).loc[:, columns],
-        origin="synthetic (catalogue ranges)",
+        origin="synthetic (catalogue ranges)" + (f"; {why}" if why else ""),
         background_origin="synthetic",
     )
+
+
+def stored(schema: ModelSchema, store_dir: Path) -> Candidates:
+    """The version's own held-out rows (and training rows as background) from a local versioned
+    store; synthetic ones, saying why, when the store does not hold its splits."""
+    # Imported here: they take seconds to import, and only --home needs them.
+    from payband_data.errors import DataError
+    from payband_data.settings import DataSettings
+    from payband_training.features import FeaturesError, read_features
+    from payband_training.split import TEST_FILE, TRAIN_FILE
+
+    settings = DataSettings(store="local", store_dir=store_dir)
+    try:
+        test = read_features(schema.test_uri, settings, file_name=TEST_FILE).frame
+        train = read_features(schema.train_uri, settings, file_name=TRAIN_FILE).frame
+    except (DataError, FeaturesError) as error:
+        return synthetic(schema, f"the held-out split is not readable: {first_line(error)}")
+    background = train.sample(n=min(BACKGROUND_ROWS, len(train)), random_state=0)
+    return Candidates(
+        held_out=raw_rows(test, schema),
+        background=raw_rows(background, schema),
+        origin=f"the version's held-out split ({len(test):,} rows, {schema.test_uri})",
+        background_origin="training",
+    )
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the server is given, and what the registry says of it."""
+
+    uri: str  # --model-uri, or a model folder
+    folder: Path  # the model's files, for the checks and the in-process runs
+    registered_name: str | None = None
+    version: str | None = None
+    run_id: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # the server's settings
+
+    def describe(self) -> str:
+        if self.registered_name and self.version:
+            return f"{self.registered_name} version {self.version} ({self.uri}, run {self.run_id})"
+        if self.run_id:
+            return f"run {self.run_id} ({self.uri}), not registered"
+        return f"not registered: the folder {self.uri}"
+
+
+def registered(uri: str, tracking_uri: str, download_dir: Path) -> Served:
+    """The version behind ``uri`` (an alias resolved now), downloaded as the server does."""
+    try:
+        source = resolve(uri, tracking_uri=tracking_uri, download_dir=download_dir)
+    except ModelSourceError as error:
+        sys.exit(f"error: {error}")
+    return Served(
+        uri=uri,
+        folder=source.folder,
+        registered_name=source.registered_name,
+        version=source.version,
+        run_id=source.run_id,
+        env={"PAYBAND_SERVING_MLFLOW_TRACKING_URI": tracking_uri},
+    )
+
+
+def check_metadata(server: InferenceServer, served: Served, schema: ModelSchema) -> None:
+    """WrongAnswer unless the server serves the version resolved here, with its rule."""
+    response = httpx.get(f"{server.url}/v2/models/{server.model_name}", timeout=30)
+    if response.status_code != 200:
+        raise WrongAnswer(f"metadata: HTTP {response.status_code}: {response.text[:300]}")
+    parameters = response.json().get("parameters") or {}
+    if served.version is not None and parameters.get("model_version") != served.version:
+        raise WrongAnswer(
+            f"the server serves version {parameters.get('model_version')}, "
+            f"not version {served.version} resolved before it started"
+        )
+    if DecisionRule.model_validate_json(parameters["decision_rule"]) != schema.decision:
+        raise WrongAnswer(f"the server states the decision rule {parameters['decision_rule']}")
+
+
+@contextlib.contextmanager
+def home_tracking_uri(home: Home) -> Iterator[str]:
+    """The MLflow tracking URI of the local stack in ``home``, as `payband up` obtains it. A
+    stack that runs from it keeps its PostgreSQL; otherwise the home is locked, its cluster
+    started, and stopped again on exit."""
+    from rich.console import Console
+
+    from payband.lifecycle import LifecycleError
+    from payband.localdb import LocalPostgres, LocalPostgresError
+    from payband.stack import launcher, local_postgres, lock_home
+
+    with contextlib.ExitStack() as stack:
+        try:
+            cluster = LocalPostgres(home.root)
+            if not (cluster.data_dir / "PG_VERSION").is_file():
+                sys.exit(
+                    f"error: {home.root} holds no local stack (no PostgreSQL cluster): run "
+                    f"`PAYBAND_HOME={home.root} uv run payband demo` first"
+                )
+            if launcher(home) is None:
+                stack.enter_context(lock_home(home, "benchmarks/serving.py"))
+                postgres = stack.enter_context(local_postgres(home, Console(stderr=True)))
+                uri = postgres.databases.mlflow
+            else:
+                # `payband up` (or the demo) runs from this home: the cluster is theirs.
+                uri = cluster.url("mlflow")
+        except (LifecycleError, LocalPostgresError) as error:
+            sys.exit(f"error: PAYBAND_HOME {home.root}: {first_line(error)}")
+        yield uri
 
 
 def band_margins(booster: xgb.Booster, schema: ModelSchema, frame: pd.DataFrame) -> np.ndarray:
@@ -123,9 +256,10 @@ def v2_request(frame: pd.DataFrame, schema: ModelSchema) -> bytes:
     return json.dumps({"inputs": inputs}).encode()
 
 
-def margin_error(body: bytes, expected: np.ndarray, schema: ModelSchema) -> float:
-    """The largest |base_value + sum(contributions) - margin| of a response; WrongAnswer if
-    an output is missing, misshapen or inconsistent."""
+def margin_error(body: bytes, expected: np.ndarray, schema: ModelSchema) -> tuple[float, int]:
+    """The largest |base_value + sum(contributions) - margin| of a response and how many of
+    its rows are not in their most probable band; WrongAnswer if an output is missing,
+    misshapen or inconsistent, or a band is not the model's decision rule."""
     response = json.loads(body)
     outputs = {
         output["name"]: np.asarray(output["data"], dtype=np.float64).reshape(output["shape"])
@@ -147,10 +281,13 @@ def margin_error(body: bytes, expected: np.ndarray, schema: ModelSchema) -> floa
     probabilities = outputs["probabilities"]
     if not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-9):
         raise WrongAnswer("probabilities do not sum to 1")
-    if (outputs["band"][:, 0] != probabilities.argmax(axis=1)).any():
-        raise WrongAnswer("band is not the most probable band")
+    band = outputs["band"][:, 0]
+    if (band != schema.bands(probabilities)).any():
+        rule = schema.decision.describe(schema.band_labels)
+        raise WrongAnswer(f"band is not the model's decision rule ({rule})")
     explained = outputs["base_value"] + outputs["contributions"].sum(axis=2)
-    return float(np.abs(explained - expected).max())
+    moved = int((band != probabilities.argmax(axis=1)).sum())
+    return float(np.abs(explained - expected).max()), moved
 
 
 def percentiles(seconds: list[float], *points: float) -> list[float]:
@@ -209,16 +346,17 @@ def rest_runs(
 
     # Checked after timing, against margins computed apart from the server's code.
     expected_single = band_margins(booster, schema, pd.concat(singles[WARMUP_SINGLE:]))
-    errors = [
+    checked = [
         margin_error(body, expected_single[[i]], schema)
         for i, body in enumerate(answers[: len(single_s)])
     ]
     decode_s: list[float] = []
     for frame, body in zip(batches[WARMUP_BATCHES:], answers[len(single_s) :], strict=True):
         expected = band_margins(booster, schema, frame)
-        errors.append(margin_error(body, expected, schema))
+        checked.append(margin_error(body, expected, schema))
         decode_s.append(timed(lambda body=body: json.loads(body))[1])
-    worst = max(errors)
+    worst = max(error for error, _ in checked)
+    moved = sum(count for _, count in checked)
     if worst >= MARGIN_TOLERANCE:
         raise WrongAnswer(f"base_value + sum(contributions) is {worst:.2e} off the margin")
 
@@ -237,6 +375,10 @@ def rest_runs(
         Row(f"responses checked: {len(single_s):,} single + {len(batch_s)} batches, "
             "max |base + sum(contributions) - margin|", f"{worst:.1e}",
             f"< {MARGIN_TOLERANCE:g}", "", True),
+        Row("responses checked: band = decision rule on the served probabilities; rows not "
+            "in their most probable band",
+            f"{moved:,} of {len(single_s) + len(batch_s) * BATCH_ROWS:,}", "every band", "",
+            True),
     ]  # fmt: skip
     return rows, b50
 
@@ -371,7 +513,23 @@ def permutation_runs(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, help="serve this model folder (no data prep)")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--model-dir", type=Path, help="serve this model folder (no data prep)")
+    model.add_argument(
+        "--model-uri",
+        help="serve this registered version: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/...",
+    )
+    registry = parser.add_mutually_exclusive_group()
+    registry.add_argument(
+        "--tracking-uri",
+        help="the MLflow store of --model-uri (default: PAYBAND_SERVING_MLFLOW_TRACKING_URI)",
+    )
+    registry.add_argument(
+        "--home",
+        type=Path,
+        help=f"the local stack's PAYBAND_HOME: its MLflow store and versioned store "
+        f"(without --model-uri: {CHAMPION_URI})",
+    )
     parser.add_argument("--trees", type=int, default=MIDDLE_PARAMS["n_estimators"])
     parser.add_argument("--depth", type=int, default=MIDDLE_PARAMS["max_depth"])
     parser.add_argument("--workers", type=int, help="pass --workers N to the server")
@@ -387,8 +545,17 @@ def main() -> None:
         parser.error(f"--permutation-rows must be between 1 and {BATCH_ROWS}")
     if args.single_requests < 1 or args.batch_repeats < 1:
         parser.error("--single-requests and --batch-repeats must be at least 1")
+    from_registry = args.tracking_uri is not None or args.home is not None
+    if args.model_dir is not None and from_registry:
+        parser.error("--tracking-uri and --home name a registry: use them with --model-uri")
+    if from_registry and args.model_uri is None:
+        args.model_uri = CHAMPION_URI
 
-    with tempfile.TemporaryDirectory(prefix="payband-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="payband-bench-") as tmp,
+        # The registry's database is needed until the server has loaded the version.
+        contextlib.ExitStack() as registry_open,
+    ):
         home = Path(tmp)
         os.environ["PAYBAND_HOME"] = str(home)  # nothing of the run lands in ~/.payband
         if args.threads is not None:
@@ -402,18 +569,35 @@ def main() -> None:
                 "threads (PAYBAND_SERVING_THREADS)", f"{threads}" + " (all cores)" * (threads == 0)
             ),
         ]
-        if args.model_dir is None:
+        if args.model_uri is not None:
+            stack_home = None if args.home is None else Home(args.home.expanduser().resolve())
+            if stack_home is not None:
+                tracking = registry_open.enter_context(home_tracking_uri(stack_home))
+                where = f"the local stack's, in {stack_home.root}"
+            else:
+                tracking = args.tracking_uri or ServingSettings().mlflow_tracking_uri
+                where = shown_uri(tracking)
+            served = registered(args.model_uri, tracking, home / "registered")
+            booster, schema = load_bundle(served.folder)
+            candidates = (
+                synthetic(schema) if stack_home is None else stored(schema, stack_home.store)
+            )
+            rows.append(Row("model: MLflow store", where))
+        elif args.model_dir is None:
             folder = home / "model"
             params = MIDDLE_PARAMS | {"n_estimators": args.trees, "max_depth": args.depth}
             candidates, prep = adult_model(folder, params)
             rows += prep
             booster, schema = load_bundle(folder)
+            served = Served(uri=str(folder), folder=folder)
         else:
-            folder = args.model_dir
-            booster, schema = load_bundle(folder)
+            booster, schema = load_bundle(args.model_dir)
             candidates = synthetic(schema)
+            served = Served(uri=str(args.model_dir), folder=args.model_dir)
         size = model_size(booster)
         rows += [
+            Row("model: served", served.describe()),
+            Row("model: decision rule", schema.decision.describe(schema.band_labels)),
             Row("model: candidates", candidates.origin),
             Row("model: trees / mean leaves per tree / max depth / mean leaf depth",
                 f"{size.trees} / {size.mean_leaves:.1f} / {size.max_depth} / "
@@ -425,7 +609,9 @@ def main() -> None:
         workers = "in-process inference" if not args.workers else f"{args.workers} workers"
         rows.append(Row("server", f"payband-serving serve (MLServer), {workers}, batching off"))
         try:
-            with inference_server(model_uri=folder, args=server_args) as server:
+            with inference_server(model_uri=served.uri, args=server_args, env=served.env) as server:
+                check_metadata(server, served, schema)
+                registry_open.close()
                 rest, batch_ms = rest_runs(server, booster, schema, candidates.held_out, args)
         except WrongAnswer as exc:
             print_table(rows)

@@ -24,6 +24,7 @@ from mlserver.grpc.converters import (
 from mlserver.grpc.dataplane_pb2_grpc import GRPCInferenceServiceStub
 from mlserver.types import InferenceRequest, InferenceResponse
 
+from payband_contracts.model import DecisionRule
 from payband_testing.model import TinyModel
 from payband_testing.serving import InferenceServer
 
@@ -73,6 +74,21 @@ def infer(server: InferenceServer, request: dict[str, Any]) -> httpx.Response:
     return httpx.post(server.infer_url, json=request, timeout=30)
 
 
+def request_of(model: TinyModel, frame: pd.DataFrame) -> dict[str, Any]:
+    """A V2 request for raw candidate rows, one input per model feature."""
+    return {
+        "inputs": [
+            {
+                "name": name,
+                "shape": [len(frame), 1],
+                "datatype": "BYTES" if name in model.schema.category_levels else "INT64",
+                "data": frame[name].tolist(),
+            }
+            for name in model.schema.features
+        ]
+    }
+
+
 def test_one_candidate_over_rest(serving_server: InferenceServer, tiny_model: TinyModel) -> None:
     request = literal("single.json")
     response = infer(serving_server, request)
@@ -102,20 +118,25 @@ def test_five_hundred_unseen_candidates(
     serving_server: InferenceServer, tiny_model: TinyModel
 ) -> None:
     frame = tiny_model.holdout
-    request = {
-        "inputs": [
-            {
-                "name": name,
-                "shape": [len(frame), 1],
-                "datatype": "BYTES" if name in tiny_model.schema.category_levels else "INT64",
-                "data": frame[name].tolist(),
-            }
-            for name in tiny_model.schema.features
-        ]
-    }
-    response = infer(serving_server, request)
+    response = infer(serving_server, request_of(tiny_model, frame))
     assert response.status_code == 200, response.text
     check_against_booster(tiny_model, frame, response.json())
+
+
+def test_the_band_over_rest_is_the_models_cut_off(
+    serving_server_cut_off: InferenceServer, tiny_model_cut_off: TinyModel
+) -> None:
+    model = tiny_model_cut_off
+    response = infer(serving_server_cut_off, request_of(model, model.holdout))
+    assert response.status_code == 200, response.text
+    got = outputs_of(response.json())
+    band, probabilities = got["band"][:, 0], got["probabilities"]
+    np.testing.assert_array_equal(band, model.schema.bands(probabilities))
+    np.testing.assert_array_equal(band, model.bands(model.holdout))
+    # p(>50K) above 0.2 is enough: about one row in ten is not given its most probable band.
+    assert (band != probabilities.argmax(axis=1)).sum() >= 25
+    margin = got["base_value"][:, 1] + got["contributions"][:, 1].sum(axis=1)
+    np.testing.assert_allclose(probabilities[:, 1], 1 / (1 + np.exp(-margin)), atol=1e-6)
 
 
 def test_requested_outputs_only(serving_server: InferenceServer) -> None:
@@ -239,6 +260,21 @@ def test_metadata_names_inputs_outputs_version_and_training_data(
     assert parameters["features_uri"] == schema.features_uri
     assert parameters["model_uri"] == str(tiny_model.directory)
     assert json.loads(parameters["band_edges_usd"]) == [50000.0]
+    assert DecisionRule.model_validate_json(parameters["decision_rule"]) == DecisionRule()
+
+
+def test_metadata_states_the_decision_rule(
+    serving_server_cut_off: InferenceServer, tiny_model_cut_off: TinyModel
+) -> None:
+    response = httpx.get(f"{serving_server_cut_off.url}/v2/models/salary-band", timeout=30)
+    assert response.status_code == 200
+    parameters = response.json()["parameters"]
+    rule = DecisionRule.model_validate_json(parameters["decision_rule"])
+    assert rule == tiny_model_cut_off.schema.decision
+    assert rule.cut_off == pytest.approx(0.2)
+    assert parameters["decision_rule_description"] == (
+        "band >50K when its probability is above 0.200, otherwise <=50K"
+    )
 
 
 def grpc_request(request: dict[str, Any], *, use_raw: bool = False) -> pb.ModelInferRequest:

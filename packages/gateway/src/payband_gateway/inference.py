@@ -312,6 +312,7 @@ class InferenceClient:
         labels = {name: FEATURE_CATALOGUE[name].label for name in features}
         predictions = []
         for row, candidate in enumerate(candidates):
+            # As served: the model's decision rule, not the most probable band recomputed here.
             band = int(bands[row][0])
             start = band * len(features)
             explained = contributions[row][start : start + len(features)]

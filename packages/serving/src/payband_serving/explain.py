@@ -1,5 +1,9 @@
 """Predictions with exact explanations: XGBoost's own TreeSHAP (``pred_contribs``).
 
+The band of a row is the model's decision rule (``ModelSchema.bands``) applied to its band
+probabilities: a cut-off for two bands, log-probability offsets for more, the most probable
+band for models without a rule.
+
 For every row and every band the contributions plus the base value equal the model's raw
 score of that band. A binary model has one score, the log-odds of the upper band; the lower
 band's score is its negation, so both bands are explained exactly (band 0 = -band 1).
@@ -31,7 +35,7 @@ class InputError(ValueError):
 class Explained:
     """The prediction of N rows by a model of B bands over F features."""
 
-    band: np.ndarray  # int64 [N]: the most probable band (ties go to the lower band)
+    band: np.ndarray  # int64 [N]: the band of the model's decision rule
     probabilities: np.ndarray  # float64 [N, B], rows sum to 1
     contributions: np.ndarray  # float64 [N, B, F], in the model's feature order
     base_value: np.ndarray  # float64 [N, B]: the expected raw score of each band
@@ -178,7 +182,8 @@ class Explainer:
             ) from None
 
     def explain(self, matrix: np.ndarray) -> Explained:
-        """Bands, probabilities and exact contributions of an encoded input matrix."""
+        """Bands (by the model's decision rule), probabilities and exact contributions of an
+        encoded input matrix."""
         rows, bands = matrix.shape[0], self.schema.n_bands
         small = rows <= ONE_THREAD_ROWS
         booster = self._one_thread if small else self.booster
@@ -204,7 +209,8 @@ class Explainer:
         # XGBoost computes in float32; renormalised, the rows sum to 1 in float64.
         probabilities /= probabilities.sum(axis=1, keepdims=True)
         return Explained(
-            band=probabilities.argmax(axis=1).astype(np.int64),
+            # The rule training chose and the gates judged, on the probabilities served.
+            band=self.schema.bands(probabilities),
             probabilities=probabilities,
             contributions=np.ascontiguousarray(contributions[:, :, :-1]),
             base_value=np.ascontiguousarray(contributions[:, :, -1]),

@@ -6,7 +6,9 @@ features as an integer datatype (whole ``FP32``/``FP64`` values are accepted too
 
 Response outputs (all with N rows first, so adaptive batching can split them):
 
-- ``band``           INT64 ``[N, 1]``     the most probable band
+- ``band``           INT64 ``[N, 1]``     the band of the model's decision rule (its
+  ``payband_model.json``) applied to the probabilities: a cut-off for two bands, offsets for
+  more, the most probable band for a model without a rule
 - ``probabilities``  FP64  ``[N, B]``     one per band, summing to 1
 - ``contributions``  FP64  ``[N, B, F]``  exact TreeSHAP contribution of each feature to each
   band's raw score, features in the order of the ``features`` response parameter
@@ -14,7 +16,9 @@ Response outputs (all with N rows first, so adaptive batching can split them):
 
 For every row and band, base value plus contributions equals the model's raw score
 (log-odds); a binary model's lower band is explained as the negation of the upper band.
-Response parameters name the model version, the feature order and the band labels.
+Response parameters name the model version, the feature order and the band labels; the
+model's metadata also states the decision rule (``decision_rule``, its JSON, and
+``decision_rule_description``, in words).
 """
 
 from __future__ import annotations
@@ -189,6 +193,8 @@ class SalaryBandRuntime(MLModel):
                 band_edges_usd=json.dumps(list(schema.band_edges_usd)),
                 features=json.dumps(list(schema.features)),
                 use_protected_attributes=schema.use_protected,
+                decision_rule=schema.decision.model_dump_json(),
+                decision_rule_description=schema.decision.describe(schema.band_labels),
                 explanation="exact TreeSHAP (XGBoost pred_contribs)",
                 payband_serving_version=__version__,
             ),

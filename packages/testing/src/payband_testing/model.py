@@ -3,7 +3,8 @@
 Trained in the test session on synthetic candidates drawn from the feature catalogue, with a
 band that really depends on the features (education, hours, age and occupation), so that
 predictions and explanations are not trivial. Written exactly as training writes a model:
-``booster.json`` (XGBoost JSON) and ``payband_model.json`` (``payband_contracts.model``).
+``booster.json`` (XGBoost JSON) and ``payband_model.json`` (``payband_contracts.model``),
+with the decision rule a test gives (the most probable band by default).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from payband_contracts.model import (
     METADATA_FILE,
     REFERENCE_PREDICTION,
     REFERENCE_TRUTH,
+    DecisionRule,
     ModelSchema,
 )
 
@@ -48,10 +50,15 @@ class TinyModel:
         output = self.booster.predict(matrix, validate_features=True)
         return np.column_stack([1 - output, output]) if output.ndim == 1 else output
 
+    def bands(self, frame: pd.DataFrame) -> np.ndarray:
+        """The band of each raw candidate row under the model's decision rule."""
+        return self.schema.bands(self.probabilities(frame))
+
     def reference(self, rows: int = 3_000, seed: int = 11) -> pd.DataFrame:
         """Reference data in ``payband_contracts.model``'s format, as training logs it: new
         candidates, a true band drawn from the model's own probabilities (so the model is
-        calibrated on it), the predicted band and one probability column per band label."""
+        calibrated on it), the predicted band (by the model's decision rule) and one
+        probability column per band label."""
         candidates = synthetic_candidates(rows, seed)
         probabilities = self.probabilities(candidates)
         rng = np.random.default_rng(seed + 1)
@@ -61,7 +68,7 @@ class TinyModel:
         frame = candidates.assign(
             record_id=[f"reference-{i:05d}" for i in range(rows)],
             **{REFERENCE_TRUTH: truth.astype(np.int64)},
-            **{REFERENCE_PREDICTION: probabilities.argmax(axis=1).astype(np.int64)},
+            **{REFERENCE_PREDICTION: self.schema.bands(probabilities)},
         )
         for index, label in enumerate(self.schema.band_labels):
             frame[label] = probabilities[:, index]
@@ -119,8 +126,10 @@ def train_tiny_model(
     max_depth: int = 4,
     seed: int = 0,
     use_protected: bool = False,
+    decision: DecisionRule | None = None,
 ) -> TinyModel:
-    """Train a small booster with one band per edge + 1 and write it into ``directory``."""
+    """Train a small booster with one band per edge + 1 and write it into ``directory``;
+    ``decision`` is the model's decision rule (None: the most probable band)."""
     candidates = synthetic_candidates(rows + 500, seed)
     train, holdout = candidates.iloc[:rows], candidates.iloc[rows:].reset_index(drop=True)
     n_bands = len(band_edges_usd) + 1
@@ -137,6 +146,7 @@ def train_tiny_model(
         test_uri=f"local://splits/synthetic/test@{tag}",
         source="synthetic",
         year="2026",
+        decision=decision,
     )
     params: dict[str, object] = {
         "tree_method": "hist",

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from payband_contracts.model import DecisionRule
 from payband_testing.census import CensusTestServer
 from payband_testing.lakefs import LakeFSTestServer
 from payband_testing.model import TinyModel, train_tiny_model
@@ -30,9 +31,15 @@ __all__ = [
     "s3_bucket",
     "s3_endpoint",
     "serving_server",
+    "serving_server_cut_off",
     "tiny_model",
+    "tiny_model_cut_off",
     "tiny_model_three_bands",
 ]
+
+# The cut-off of ``tiny_model_cut_off``: about one holdout row in ten gets band 1 from it
+# although band 0 is the more probable one.
+TINY_CUT_OFF = 0.2
 
 
 def _unique_name(node_name: str, *, max_length: int, separator: str) -> str:
@@ -169,6 +176,17 @@ def tiny_model_three_bands(tmp_path_factory: pytest.TempPathFactory) -> TinyMode
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_model_cut_off(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """``tiny_model``'s booster (same data and seed) with the decision rule "band 1 when its
+    probability is above 0.2" in its ``payband_model.json``: the served band is not the most
+    probable one for about 10 % of the holdout rows."""
+    return train_tiny_model(
+        tmp_path_factory.mktemp("tiny-model-cut-off"),
+        decision=DecisionRule.with_cut_off(TINY_CUT_OFF),
+    )
+
+
 @pytest.fixture(scope="module")
 def mlflow_champion(
     request: pytest.FixtureRequest,
@@ -198,4 +216,11 @@ def serving_server(tiny_model: TinyModel) -> Iterator[InferenceServer]:
     process, no adaptive batching. Stopped at the end of the session.
     """
     with inference_server(model_uri=tiny_model.directory) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def serving_server_cut_off(tiny_model_cut_off: TinyModel) -> Iterator[InferenceServer]:
+    """Like ``serving_server``, serving ``tiny_model_cut_off`` (a two-band cut-off of 0.2)."""
+    with inference_server(model_uri=tiny_model_cut_off.directory) as server:
         yield server

@@ -89,8 +89,10 @@ async def create_prediction(
     request: Request, found: Found, caller: Annotated[Caller, Depends(require(Role.PREDICT))]
 ) -> Response:
     """The band, the probability of every band and the exact contribution of every feature,
-    largest first, with the largest stated in words. Answered only once the request and the
-    answer are committed to the audit log."""
+    largest first, with the largest stated in words. The band is the model's decision rule
+    (chosen in training, e.g. a cut-off on one band's probability) applied to the
+    probabilities, so it need not be the most probable band. Answered only once the request
+    and the answer are committed to the audit log."""
     payload = await parse_body(request, PredictionRequest, services=found, caller=caller)
     [prediction] = await predict(found, request, caller, [payload.candidate])
     return _json(prediction)
