@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from payband_contracts import FEATURE_CATALOGUE, SalaryBands
 from payband_testing.postgres import PostgresConnectionInfo
-from payband_training.registry import Registration, register
+from payband_training.registry import CARD_PATH_TAG, Registration, record_card, register
 from payband_training.settings import TrainingSettings
 from payband_training.tracking import MODEL_CARD_FILE
 
@@ -121,11 +121,27 @@ class Store:
         """Log ``text`` as the run's model card, as training does."""
         self.client.log_text(run_id, text, MODEL_CARD_FILE)
 
-    def card(self, run_id: str) -> str:
-        """The run's model card as now logged."""
+    def record_card(self, trained: Trained, text: str) -> str:
+        """Record ``text`` as the card of the trained version, as registration does; its path."""
+        return record_card(
+            trained.registration, trained.run_id, text, self.settings, client=self.client
+        )
+
+    def artifact(self, run_id: str, path: str) -> bytes:
+        """An artifact of the run, byte for byte."""
         with tempfile.TemporaryDirectory() as directory:
-            path = self.client.download_artifacts(run_id, MODEL_CARD_FILE, directory)
-            return Path(path).read_text(encoding="utf-8")
+            return Path(self.client.download_artifacts(run_id, path, directory)).read_bytes()
+
+    def card_files(self, run_id: str) -> list[str]:
+        """The cards recorded for versions of the run (``model_cards/``), sorted."""
+        return sorted(item.path for item in self.client.list_artifacts(run_id, "model_cards"))
+
+    def card(self, version: str) -> str:
+        """The version's current model card: the file its ``model_card.path`` tag names, or
+        its run's ``model_card.md`` when no card was recorded for the version."""
+        found = self.client.get_model_version(self.settings.model_name, version)
+        path = found.tags.get(CARD_PATH_TAG, MODEL_CARD_FILE)
+        return self.artifact(found.run_id, path).decode("utf-8")
 
     def alias_version(self) -> str:
         registered = self.client.get_registered_model(self.settings.model_name)

@@ -3,6 +3,7 @@ promote on a registry of stand-in models (the ``store`` fixture)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -52,7 +53,7 @@ def payband_training(environment, *args: str) -> subprocess.CompletedProcess[str
 
 
 def test_train_registers_the_newest_adult_snapshot(environment) -> None:
-    result = payband_training(environment, "train", "--trials", "2")
+    result = payband_training(environment, "train", "--trials", "2", "--mitigation", "none,penalty")
     assert result.returncode == 0, result.stderr[-3000:]
     for step in ("features", "split", "search", "evaluate", "mlflow", "registry"):
         assert re.search(rf"^{step} ", result.stderr, re.MULTILINE), result.stderr
@@ -64,6 +65,8 @@ def test_train_registers_the_newest_adult_snapshot(environment) -> None:
     assert 0.8 < auc < 1
     assert "sex disparate impact" in summary
     assert "roc_auc" in summary
+    assert re.search(r"2 trials, \d on the Pareto front, \d meeting every gate", summary)
+    assert re.search(r"trial [01]: (none|demographic-parity penalty)", summary)
 
     # The run and the registry, through MLflow itself.
     from mlflow import MlflowClient
@@ -72,11 +75,23 @@ def test_train_registers_the_newest_adult_snapshot(environment) -> None:
     (version,) = client.search_model_versions("name = 'salary-band'")
     run = client.get_run(version.run_id)
     assert run.data.metrics["roc_auc"] == pytest.approx(auc, abs=1e-4)
+    assert run.data.params["mitigation_methods"] == "none,penalty"
+    assert run.data.params["mitigation"] in {"none", "penalty"}
     assert version.tags["gate.decision"] in {"promoted", "rejected"}
-    card = client.download_artifacts(version.run_id, "model_card.md")
-    text = Path(card).read_text()
-    assert "Pending" not in text, "the card states the registry's decision"
-    assert version.tags["gate.decision"] in text.lower()
+    # The card the run wrote stays pending; the version's card states the registry's decision.
+    written = Path(client.download_artifacts(version.run_id, "model_card.md")).read_text()
+    assert "## Gate decision\n\nPending" in written
+    assert version.tags["model_card.path"] == "model_cards/version-1-registered.md"
+    card = Path(client.download_artifacts(version.run_id, version.tags["model_card.path"]))
+    assert hashlib.sha256(card.read_bytes()).hexdigest() == version.tags["model_card.sha256"]
+    text = card.read_text(encoding="utf-8")
+    assert text.startswith("# Model card: salary-band version 1\n")
+    assert "Pending" not in text
+    verdict = {"promoted": "Passed", "rejected": "Rejected"}[version.tags["gate.decision"]]
+    assert f"## Gate decision\n\n{verdict}: " in text
+    for reason in version.tags["gate.reasons"].split("; "):
+        assert f"- {reason}\n" in text
+    assert "## Bias examination and mitigation" in text
 
 
 def test_no_snapshot_of_a_source_is_one_line(environment) -> None:
@@ -98,15 +113,35 @@ def test_mlflow_and_the_study_in_one_database_is_refused(environment) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_bad_setting_is_one_line(environment) -> None:
-    result = payband_training(environment, "train", "--trials", "0")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trials", "0"], "error: invalid setting: trials:"),
+        (
+            ["--mitigation", "reweigh,bogus"],
+            "error: invalid setting: mitigation.1: Input should be",
+        ),
+        (
+            ["--mitigation", "none,none"],
+            "error: invalid setting: mitigation: Value error, a method",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line(environment, args: list[str], message: str) -> None:
+    result = payband_training(environment, "train", *args)
     assert result.returncode == 2
-    assert result.stderr.startswith("error: invalid setting: trials:")
+    assert result.stderr.startswith(message)
+    assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
 
 
-PASSED = {"roc_auc": 0.90, "sex_disparate_impact": 0.90, "race_disparate_impact": 0.90}
-UNFAIR = {"roc_auc": 0.95, "sex_disparate_impact": 0.32, "race_disparate_impact": 0.90}
+PASSED = {
+    "roc_auc": 0.90,
+    "sex_disparate_impact": 0.90,
+    "race_disparate_impact": 0.90,
+    "explanation_ms_per_1000": 50.0,
+}
+UNFAIR = PASSED | {"roc_auc": 0.95, "sex_disparate_impact": 0.32}
 REASON = "Demonstration only: the labels of UCI Adult fail the fairness gate themselves"
 
 
@@ -147,7 +182,10 @@ def test_promote_with_override_records_it_and_moves_the_champion(store) -> None:
     tags = store.version_tags("2")
     assert (tags["gate.override"], tags["gate.override_by"]) == ("true", "Jane Doe")
     assert tags["gate.override_reason"] == REASON
-    assert "- Why: " + REASON in store.card(unfair.run_id)
+    card = store.card("2")
+    assert "- Why: " + REASON in card
+    assert store.version_tags("2")["model_card.path"].startswith("model_cards/version-2-override-")
+    assert store.artifact(unfair.run_id, "model_card.md") == b"# Model card: salary-band\n"
 
 
 def test_promote_moves_the_champion_to_a_version_that_passed(store) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -15,7 +16,9 @@ from payband_data import steps
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
 from payband_testing.dagster import validate_code_location
+from payband_training.card import BIAS_HEADING
 from payband_training.definitions import JOB, TrainingRun, build_definitions, defs
+from payband_training.gates import EXPLANATION_MS
 from payband_training.settings import TrainingSettings
 
 ASSETS = ("training_split", "salary_band_study", "salary_band_model", "salary_band_registration")
@@ -82,13 +85,21 @@ def test_four_assets_in_one_job(settings, data_settings) -> None:
 
 
 def test_run_overrides_are_validated_like_settings(settings) -> None:
-    run = TrainingRun(trials=3, reweigh=True)
+    run = TrainingRun(trials=3, mitigation="none, penalty")
     overridden = run.settings(settings)
-    assert (overridden.trials, overridden.reweigh, overridden.cv_folds) == (3, True, 2)
+    assert (overridden.trials, overridden.mitigation, overridden.cv_folds) == (
+        3,
+        ("none", "penalty"),
+        2,
+    )
     assert overridden.mlflow_tracking_uri == settings.mlflow_tracking_uri
     assert TrainingRun().settings(settings) == settings
     with pytest.raises(ValueError, match="greater than or equal to 1"):
         TrainingRun(trials=0)
+    with pytest.raises(ValueError, match="mitigation"):
+        TrainingRun(mitigation="reweigh,bogus").settings(settings)
+    with pytest.raises(ValueError, match="a method is named twice"):
+        TrainingRun(mitigation="none,none").settings(settings)
 
 
 def test_job_trains_and_registers_the_newest_adult_snapshot(settings, data_settings) -> None:
@@ -113,9 +124,13 @@ def test_job_trains_and_registers_the_newest_adult_snapshot(settings, data_setti
     assert train.metadata["features_uri"] == features_uri
 
     study = result.output_for_node("salary_band_study")
-    assert study.n_trials == 2
+    # Two trials ran; the other starting points wait in the study for the next worker.
+    assert study.n_trials == study.n_complete == 2
+    # The first trials of a new study: the unmitigated default, then the parity penalty.
+    assert [trial.config.mitigation.method for trial in study.trials] == ["none", "penalty"]
     model = result.output_for_node("salary_band_model")
     assert 0.8 < model.metrics["roc_auc"] < 1
+    assert 0 < model.metrics[EXPLANATION_MS] <= settings.max_explanation_ms
     registration = result.output_for_node("salary_band_registration")
 
     materialized = {
@@ -124,7 +139,12 @@ def test_job_trains_and_registers_the_newest_adult_snapshot(settings, data_setti
     }
     assert set(materialized) == set(ASSETS)
     assert materialized["training_split"]["train_uri"].value == split.train_uri
+    assert materialized["salary_band_study"]["chosen_trial"].value == study.chosen.number
+    assert materialized["salary_band_study"]["pareto_front"].value == len(study.front)
     assert materialized["salary_band_model"]["run_id"].value == model.run_id
+    assert materialized["salary_band_model"][EXPLANATION_MS].value == pytest.approx(
+        model.metrics[EXPLANATION_MS]
+    )
     assert materialized["salary_band_registration"]["decision"].value in {"promoted", "rejected"}
 
     # The run and the registry, through MLflow itself.
@@ -137,26 +157,53 @@ def test_job_trains_and_registers_the_newest_adult_snapshot(settings, data_setti
     assert version.tags["gate.reasons"]
     run = client.get_run(model.run_id)
     assert run.data.metrics["roc_auc"] == pytest.approx(model.metrics["roc_auc"])
-    card = Path(client.download_artifacts(model.run_id, "model_card.md")).read_text()
-    assert "Pending" not in card, "the card states the registry's decision"
+    assert (run.data.metrics["search_trials"], run.data.metrics["search_complete"]) == (2.0, 2.0)
+    card_path = version.tags["model_card.path"]
+    assert card_path == "model_cards/version-1-registered.md"
+    card_file = Path(client.download_artifacts(model.run_id, card_path))
+    assert hashlib.sha256(card_file.read_bytes()).hexdigest() == version.tags["model_card.sha256"]
+    card = card_file.read_text(encoding="utf-8")
+    assert card.startswith("# Model card: salary-band version 1\n")
+    assert "Pending" not in card, "the version's card states the registry's decision"
     assert split.train_uri in card
+    assert BIAS_HEADING in card
+    written = Path(client.download_artifacts(model.run_id, "model_card.md")).read_text()
+    assert "## Gate decision\n\nPending" in written, "the run's own card is never overwritten"
 
-    # Adult without sex and race still selects men far more often: the fairness gate holds the
-    # model back, so it is a registered version but not the champion.
-    assert model.metrics["sex_disparate_impact"] < settings.min_disparate_impact
-    assert not registration.promoted
+    # Adult without sex and race still selects men far more often: the unmitigated model fails
+    # the fairness gate. The parity penalty brings it above the gate, so the mitigated model
+    # becomes champion; the card and the run keep the "before".
+    before = model.model.bias.before
+    assert before is not None
+    assert study.baseline is not None
+    assert study.baseline.config.mitigation.method == "none"
+    assert before.fairness["sex"].disparate_impact < settings.min_disparate_impact
+    assert study.chosen.config.mitigation.method == "penalty"
+    assert model.metrics["sex_disparate_impact"] >= settings.min_disparate_impact
+    assert registration.promoted
     assert "sex disparate impact" in version.tags["gate.reasons"]
-    assert settings.champion_alias not in client.get_registered_model("salary-band").aliases
+    aliases = client.get_registered_model("salary-band").aliases
+    assert str(aliases[settings.champion_alias]) == "1"
+    assert run.data.metrics["unmitigated_sex_disparate_impact"] == pytest.approx(
+        before.fairness["sex"].disparate_impact
+    )
 
     sources = {
-        dataset_input.tags[0].value: dataset_input.dataset.source
+        {tag.key: tag.value for tag in dataset_input.tags}[
+            "mlflow.data.context"
+        ]: dataset_input.dataset.source
         for dataset_input in run.inputs.dataset_inputs
     }
-    assert set(sources) == {"training", "testing"}
+    assert set(sources) == {"training", "testing", "features", "raw"}
     assert split.train_uri in sources["training"]
     assert split.test_uri in sources["testing"]
+    assert features_uri in sources["features"]
+    assert train.metadata["raw_uri"].startswith("local://raw/adult@")
+    assert train.metadata["raw_uri"] in sources["raw"]
+    assert run.data.tags["raw_uri"] == train.metadata["raw_uri"]
+    assert run.data.tags["mlflow.source.git.commit"]
     artifacts = {item.path for item in client.list_artifacts(model.run_id)}
-    assert {"model_card.md", "reference.parquet", "shap"} <= artifacts
+    assert {"model_card.md", "model_cards", "reference.parquet", "shap", "search"} <= artifacts
     plots = {item.path for item in client.list_artifacts(model.run_id, "shap")}
     assert {"shap/importance.png", "shap/summary_band_1.png"} <= plots
 

@@ -1,5 +1,5 @@
-"""The logged model: its schema, input decoding, predictions equal to the classifier's, and an
-MLflow round trip through a real tracking database."""
+"""The logged model: its schema, input decoding, predictions equal to XGBoost's own and banded by
+the model's decision rule, and an MLflow round trip through a real tracking database."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
+import xgboost as xgb
 from pydantic import ValidationError
-from xgboost import XGBClassifier
 
 from payband_contracts import FEATURE_CATALOGUE, SalaryBands
+from payband_contracts.model import DecisionRule
 from payband_testing.postgres import PostgresConnectionInfo
 from payband_training.features import PROTECTED, feature_frame, to_model_frame
 from payband_training.model import (
@@ -37,7 +38,8 @@ from payband_training.model import (
     predict_frame,
     write_bundle,
 )
-from payband_training.search import fit_final
+from payband_training.mitigation import Mitigation
+from payband_training.search import TrialConfig, fit_final
 from payband_training.settings import TrainingSettings
 from payband_training.tracking import configure
 
@@ -47,14 +49,18 @@ URIS = {
     "train_uri": f"local://splits/adult/train@{HEX}",
     "test_uri": f"local://splits/adult/test@{HEX}",
 }
-PARAMS = {"n_estimators": 20, "max_depth": 3}
+CONFIG = TrialConfig(
+    params={"n_estimators": 20, "max_depth": 3},
+    mitigation=Mitigation("none"),
+    decision=DecisionRule(),
+)
 TRAIN_ROWS = 480
 MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @dataclass(frozen=True)
 class Fitted:
-    model: XGBClassifier
+    model: xgb.Booster
     schema: ModelSchema
     test: pd.DataFrame
 
@@ -64,8 +70,12 @@ class Fitted:
         return make_input_example(self.test, self.schema, rows=len(self.test))
 
     def expected(self) -> np.ndarray:
+        """XGBoost's own probabilities through a DMatrix, as XGBClassifier.predict_proba."""
         inputs = to_model_frame(self.test, self.schema.use_protected)
-        return self.model.predict_proba(inputs).astype(np.float64)
+        raw = self.model.predict(xgb.DMatrix(inputs, enable_categorical=True))
+        if self.schema.n_bands == 2:
+            raw = np.vstack((1.0 - raw, raw)).T
+        return raw.astype(np.float64)
 
 
 def fit(raw: pd.DataFrame, edges: tuple[int, ...], *, use_protected: bool = False) -> Fitted:
@@ -73,7 +83,7 @@ def fit(raw: pd.DataFrame, edges: tuple[int, ...], *, use_protected: bool = Fals
     frame = feature_frame(raw, labels)
     train = frame.iloc[:TRAIN_ROWS].reset_index(drop=True)
     test = frame.iloc[TRAIN_ROWS:].reset_index(drop=True)
-    model = fit_final(train, PARAMS, use_protected=use_protected, n_bands=len(labels), seed=3)
+    model = fit_final(train, CONFIG, use_protected=use_protected, n_bands=len(labels), seed=3)
     schema = ModelSchema.create(
         use_protected=use_protected,
         band_edges_usd=edges,
@@ -119,7 +129,7 @@ def experiment_id(
 
 def test_schema_holds_the_features_levels_and_bands_of_the_model(binary: Fitted) -> None:
     schema = binary.schema
-    assert list(schema.features) == binary.model.get_booster().feature_names
+    assert list(schema.features) == binary.model.feature_names
     assert not set(PROTECTED) & set(schema.features)
     assert schema.integer_features == ("age", "hours_per_week")
     assert set(schema.category_levels) == set(schema.features) - {"age", "hours_per_week"}
@@ -162,7 +172,7 @@ def test_a_bad_schema_file_is_named_with_its_problem(binary: Fitted, tmp_path: P
 
 
 def test_a_schema_of_another_model_is_refused(binary: Fitted, three_bands: Fitted) -> None:
-    booster = binary.model.get_booster()
+    booster = binary.model
     with_protected = ModelSchema.create(
         use_protected=True, band_edges_usd=(50_000,), source="adult", year="1994", **URIS
     )
@@ -171,13 +181,13 @@ def test_a_schema_of_another_model_is_refused(binary: Fitted, three_bands: Fitte
     with pytest.raises(ModelSchemaError, match="predicts 2 classes, the schema has 3 bands"):
         check_booster(three_bands.schema, booster)
     with pytest.raises(ModelSchemaError, match="predicts 3 classes, the schema has 2 bands"):
-        write_bundle(three_bands.model.get_booster(), binary.schema, Path("unused"))
+        write_bundle(three_bands.model, binary.schema, Path("unused"))
 
 
 @pytest.mark.parametrize("fitted", ["binary", "three_bands"])
-def test_predictions_equal_the_classifiers(fitted: str, request: pytest.FixtureRequest) -> None:
+def test_predictions_equal_xgboosts_own(fitted: str, request: pytest.FixtureRequest) -> None:
     case: Fitted = request.getfixturevalue(fitted)
-    prediction = predict_frame(case.model.get_booster(), case.schema, case.rows)
+    prediction = predict_frame(case.model, case.schema, case.rows)
     assert list(prediction.columns) == [PREDICTED_BAND, *case.schema.band_labels]
     probabilities = prediction[list(case.schema.band_labels)].to_numpy()
     np.testing.assert_array_equal(probabilities, case.expected())
@@ -189,6 +199,23 @@ def test_predictions_equal_the_classifiers(fitted: str, request: pytest.FixtureR
     assert prediction[PREDICTED_BAND].nunique() == case.schema.n_bands
 
 
+def test_the_band_follows_the_models_decision_rule(binary: Fitted, tmp_path: Path) -> None:
+    cut_off = 0.3
+    schema = binary.schema.model_copy(update={"decision": DecisionRule.with_cut_off(cut_off)})
+    prediction = predict_frame(binary.model, schema, binary.rows)
+    high = binary.expected()[:, 1]
+    np.testing.assert_array_equal(prediction[PREDICTED_BAND].to_numpy(), high > cut_off)
+    # Rows between the cut-off and 0.5 get band 1 here and band 0 by the plain argmax.
+    assert ((high > cut_off) & (high <= 0.5)).any()
+    # The rule travels with the bundle the serving runtime loads.
+    write_bundle(binary.model, schema, tmp_path)
+    loaded, read = load_bundle(tmp_path)
+    assert read.decision.cut_off == pytest.approx(cut_off)
+    np.testing.assert_array_equal(
+        predict_frame(loaded, read, binary.rows).to_numpy(), prediction.to_numpy()
+    )
+
+
 def test_category_codes_come_from_the_schema_not_the_input(binary: Fitted) -> None:
     rows = binary.rows
     reordered = rows.copy()
@@ -197,7 +224,7 @@ def test_category_codes_come_from_the_schema_not_the_input(binary: Fitted) -> No
     # Extra columns (record_id, sex, ...) are ignored; the index is kept.
     reordered["record_id"] = "x"
     reordered.index = reordered.index + 1000
-    booster = binary.model.get_booster()
+    booster = binary.model
     expected = predict_frame(booster, binary.schema, rows)
     got = predict_frame(booster, binary.schema, reordered)
     assert list(got.index) == list(reordered.index)
@@ -230,7 +257,7 @@ def test_bad_inputs_get_one_clear_message(binary: Fitted) -> None:
 
 
 def test_a_bundle_round_trips_without_mlflow(three_bands: Fitted, tmp_path: Path) -> None:
-    booster = three_bands.model.get_booster()
+    booster = three_bands.model
     artifacts = write_bundle(booster, three_bands.schema, tmp_path / "artifacts")
     assert {Path(path).name for path in artifacts.values()} == {BOOSTER_FILE, METADATA_FILE}
     for directory in (tmp_path, tmp_path / "artifacts"):
@@ -253,7 +280,7 @@ def test_an_unloaded_pyfunc_model_says_so(binary: Fitted) -> None:
 def test_the_logged_model_predicts_like_the_booster(binary: Fitted, experiment_id: str) -> None:
     example = make_input_example(binary.test, binary.schema)
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        info = log_model(binary.model.get_booster(), binary.schema, example)
+        info = log_model(binary.model, binary.schema, example)
 
     assert info.run_id == run.info.run_id
     loaded = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
@@ -289,7 +316,7 @@ def test_the_logged_model_predicts_like_the_booster(binary: Fitted, experiment_i
 def test_the_logged_model_names_bad_inputs(binary: Fitted, experiment_id: str) -> None:
     example = make_input_example(binary.test, binary.schema)
     with mlflow.start_run(experiment_id=experiment_id):
-        info = log_model(binary.model.get_booster(), binary.schema, example)
+        info = log_model(binary.model, binary.schema, example)
     loaded = mlflow.pyfunc.load_model(info.model_uri)
     with pytest.raises(ModelInputError, match="column 'occupation' has unknown category 'pilot'"):
         loaded.predict(example.assign(occupation="pilot"))

@@ -18,13 +18,14 @@ from payband_training.features import FeatureSet, feature_frame, read_features
 from payband_training.split import TEST_FILE, TRAIN_FILE, SplitError, commit_split, split
 
 FEATURES_URI = "local://features/adult@" + "1" * 64
+RAW_URI = "local://raw/adult@" + "2" * 64
 
 
 @pytest.fixture
 def synthetic_features(synthetic_snapshot) -> Callable[..., FeatureSet]:
     """Make a typed feature set with unequal bands: ``synthetic_features(edges=...)``."""
 
-    def make(edges: tuple[int, ...] = (50_000,)) -> FeatureSet:
+    def make(edges: tuple[int, ...] = (50_000,), raw_uri: str | None = RAW_URI) -> FeatureSet:
         # Unequal bands (70/30 %, or 60/30/10 %) so that stratification has something to keep.
         shares = {1: (0.7, 0.3), 2: (0.6, 0.3, 0.1)}[len(edges)]
         raw = synthetic_snapshot(edges=edges, shares=shares)
@@ -38,6 +39,8 @@ def synthetic_features(synthetic_snapshot) -> Callable[..., FeatureSet]:
                 "year": "1994",
                 "states": "",
                 "band_edges_usd": json.dumps(list(edges)),
+                # As payband-data's snapshot records it; older snapshots lack it.
+                **({} if raw_uri is None else {"raw_uri": raw_uri}),
             },
             files={},
             created_at=pd.Timestamp("2026-01-01", tz="UTC").to_pydatetime(),
@@ -152,12 +155,21 @@ def test_commit_split_metadata_and_read_back(synthetic_features, tmp_path: Path)
         counts = part["band_label"].value_counts().to_dict()
         assert {
             key: version.metadata[key]
-            for key in ("source", "year", "states", "features_uri", "seed", "test_fraction")
+            for key in (
+                "source",
+                "year",
+                "states",
+                "features_uri",
+                "raw_uri",
+                "seed",
+                "test_fraction",
+            )
         } == {
             "source": "adult",
             "year": "1994",
             "states": "",
             "features_uri": FEATURES_URI,
+            "raw_uri": RAW_URI,
             "seed": "5",
             "test_fraction": "0.2",
         }
@@ -169,6 +181,18 @@ def test_commit_split_metadata_and_read_back(synthetic_features, tmp_path: Path)
         read = read_features(version.uri, settings, file_name=file_names[version.uri])
         assert read.band_labels == features.band_labels
         pd.testing.assert_frame_equal(read.frame, part)
+
+
+def test_a_snapshot_without_a_raw_version_gives_an_empty_raw_uri(
+    synthetic_features, tmp_path: Path
+):
+    features = synthetic_features(raw_uri=None)
+    parts = split(features, test_fraction=0.2, seed=5)
+
+    train, test = commit_split(parts, features, LocalStore(tmp_path / "store"), source="adult")
+
+    assert train.metadata["raw_uri"] == test.metadata["raw_uri"] == ""
+    assert train.metadata["features_uri"] == FEATURES_URI
 
 
 def test_commit_split_checks_the_source(synthetic_features, tmp_path: Path):

@@ -27,12 +27,15 @@ __all__ = [
     "predicted_batch_ms",
 ]
 
-# Fitted by `uv run python benchmarks/explanation_cost.py` (weighted least squares on the
-# relative error of 23 models, 50-400 trees of depth 2-8; the median of 4 runs) on
-# 2026-12-07, on this 2-core machine with every core explaining, as serving does for
-# batches of more than 64 rows.
-MS_PER_COST_UNIT_PER_1000_ROWS = 0.0053
-FIXED_MS_PER_1000_ROWS = 12.0
+# Measured with `uv run python benchmarks/explanation_cost.py` on 2026-12-07, on this 2-core
+# machine with every core explaining (as serving does for more than 64 rows): the line
+# through 4 runs' 92 medians (23 models, 50-400 trees of depth 2-8, batches that had every
+# core), least squares on the relative error. R^2 0.995, largest error 16 %, median 3 %;
+# the runs alone gave slopes of 4.84e-3 to 5.29e-3 and fixed parts of 3.3 to 4.9 ms.
+MS_PER_COST_UNIT_PER_1000_ROWS = 5.12e-3
+# Mostly per-tree work at every row (the path buffer, the probabilities), which the line
+# absorbs over 50-400 trees: models of only a few trees take less (a single tree: 1.6 ms).
+FIXED_MS_PER_1000_ROWS = 4.05
 # The batch size the constants were measured at.
 CALIBRATION_ROWS = 1_000
 
@@ -47,13 +50,16 @@ def explanation_cost(booster: xgb.Booster) -> float:
     unwound paths of u + 1 terms each and extends the path once: u(u + 1) + (u + 1) =
     (u + 1)^2 steps. Summing per leaf, over all trees (a multiclass booster has one tree per
     band per round, all explained), is the "trees x leaves x depth^2" of the literature made
-    exact. It fits measured times better than a tree's leaves x (its deepest leaf's
-    depth)^2: with seven model features, deep trees split on the same features again, so
-    depth in splits overstates the path (see the benchmark's comparison rows).
+    exact. It predicts measured times far better than depth in splits: with seven model
+    features, deep trees split on the same features again, so splits overstate the path. In
+    the benchmark's runs, a straight line on this cost has R^2 0.994-0.999 and errors up to
+    13-19 %; on a tree's leaves x (its deepest leaf's depth)^2, R^2 0.74-0.78 and errors up
+    to 66 %; on the sum over leaves of (depth + 1)^2, R^2 0.80-0.85.
 
-    Read from the booster's JSON model (``save_raw("json")``), which parses in about half
-    the time of ``get_dump(dump_format="json")``: a 400-tree model of depth 8 takes about
-    0.2 s. ValueError for a booster without trees (gblinear).
+    Read from the booster's JSON model (``save_raw("json")``), which parses in a third of
+    the time of ``get_dump(dump_format="json")`` (a sixth of ``trees_to_dataframe``): about
+    0.15 s for 400 trees of depth 6, 0.3 s of depth 8. ValueError for a booster without
+    trees (gblinear).
     """
     model = json.loads(bytes(booster.save_raw("json")))
     return float(sum(_tree_cost(tree) for tree in _trees(model)))
@@ -91,8 +97,8 @@ def predicted_batch_ms(cost: float, rows: int = CALIBRATION_ROWS) -> float:
     """Milliseconds ``Explainer.explain`` takes for ``rows`` rows of a model of this cost.
 
     Linear in the rows: TreeSHAP explains row by row, and the fixed part of the fit is
-    per-row work too (filling features, converting outputs). Holds for batches served on
-    every core (more than 64 rows); fewer rows run on one thread.
+    per-row work too. Holds for batches served on every core (more than 64 rows; fewer run on
+    one thread) of a machine with no other work: a process holding a core doubles it or worse.
     """
     if cost < 0:
         raise ValueError(f"an explanation cost is not negative, got {cost}")

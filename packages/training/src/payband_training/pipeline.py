@@ -195,7 +195,7 @@ def search_params(
     chosen = found.chosen
     progress(
         "search",
-        f"trial {chosen.number} of {found.n_trials} chosen "
+        f"chose trial {chosen.number} of {found.n_trials} "
         f"({chosen.config.mitigation.describe()}): "
         f"CV ROC AUC {chosen.roc_auc:.4f}, worst disparate impact "
         f"{chosen.worst_disparate_impact:.3f}; "

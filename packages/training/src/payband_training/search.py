@@ -700,7 +700,8 @@ def search(
             chosen=_chosen(records),
             baseline=max(unmitigated, key=lambda t: (t.roc_auc, -t.number), default=None),
             trials=records,
-            n_trials=len(trials),
+            # Starting points enqueued but not yet run (a short search) are not trials yet.
+            n_trials=sum(t.state != TrialState.WAITING for t in trials),
             n_failed=sum(t.state == TrialState.FAIL for t in trials),
             study_name=study_name,
         )
