@@ -13,14 +13,15 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.exceptions import MlflowException
 import xgboost as xgb
+from mlflow.exceptions import MlflowException
 from pydantic import ValidationError
 
 from payband_contracts import FEATURE_CATALOGUE, SalaryBands
 from payband_contracts.model import DecisionRule
 from payband_testing.postgres import PostgresConnectionInfo
 from payband_training.features import PROTECTED, feature_frame, to_model_frame
+from payband_training.mitigation import Mitigation
 from payband_training.model import (
     BOOSTER_FILE,
     METADATA_FILE,
@@ -38,7 +39,6 @@ from payband_training.model import (
     predict_frame,
     write_bundle,
 )
-from payband_training.mitigation import Mitigation
 from payband_training.search import TrialConfig, fit_final
 from payband_training.settings import TrainingSettings
 from payband_training.tracking import configure

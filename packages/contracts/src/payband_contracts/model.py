@@ -22,12 +22,12 @@ __all__ = [
     "BOOSTER_FEATURE_TYPES",
     "BOOSTER_FILE",
     "METADATA_FILE",
-    "DecisionRule",
     "MODEL_FORMAT",
     "MULTICLASS_OBJECTIVE",
     "REFERENCE_FILE",
     "REFERENCE_PREDICTION",
     "REFERENCE_TRUTH",
+    "DecisionRule",
     "ModelSchema",
     "ModelSchemaError",
 ]
@@ -98,7 +98,8 @@ class DecisionRule(BaseModel):
         if not any(self.band_offsets):
             return "the most probable band"
         shifts = ", ".join(
-            f"{label} {offset:+.3f}" for label, offset in zip(band_labels, self.band_offsets)
+            f"{label} {offset:+.3f}"
+            for label, offset in zip(band_labels, self.band_offsets, strict=True)
         )
         return f"the band with the highest log-probability plus its offset ({shifts})"
 
