@@ -215,7 +215,10 @@ def test_a_study_made_for_other_inputs_cannot_be_joined(synthetic_train):
         run(train, fast(trials=1), "fixed", storage=storage, use_protected=True)
     with pytest.raises(SearchError, match=r"min_disparate_impact=0.8"):
         run(train, fast(trials=1, min_disparate_impact=0.7), "fixed", storage=storage)
-    assert len(optuna.load_study(study_name="fixed", storage=storage).trials) == 1
+    ran = optuna.load_study(study_name="fixed", storage=storage).get_trials(
+        states=(optuna.trial.TrialState.COMPLETE,)
+    )
+    assert len(ran) == 1
     optuna.create_study(study_name="single", storage=storage, direction="maximize")
     with pytest.raises(SearchError, match="'single' is not a two-objective study"):
         run(train, fast(trials=1), "single", storage=storage)

@@ -620,7 +620,8 @@ def search(
             "disparate_impact": settings.min_disparate_impact
             + settings.search_fairness_margin
             - min(per_fold_worst),
-            "explanation_cost": max(costs) / max_cost - 1.0,
+            # Relative to the budget; a budget no model meets (0) makes every trial infeasible.
+            "explanation_cost": (max(costs) - max_cost) / max(max_cost, 1.0),
         }
         attrs["constraints"] = list(constraints.values())
         for key, value in attrs.items():
