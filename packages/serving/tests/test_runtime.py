@@ -37,19 +37,7 @@ def tiny_model_offsets(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 
 
 def v2_request(model: TinyModel, frame: pd.DataFrame) -> InferenceRequest:
-    return InferenceRequest.model_validate(
-        {
-            "inputs": [
-                {
-                    "name": name,
-                    "shape": [len(frame), 1],
-                    "datatype": "BYTES" if name in model.schema.category_levels else "INT64",
-                    "data": frame[name].tolist(),
-                }
-                for name in model.schema.features
-            ]
-        }
-    )
+    return InferenceRequest.model_validate(model.v2_request(frame))
 
 
 async def loaded(directory: Path) -> SalaryBandRuntime:

@@ -74,21 +74,6 @@ def infer(server: InferenceServer, request: dict[str, Any]) -> httpx.Response:
     return httpx.post(server.infer_url, json=request, timeout=30)
 
 
-def request_of(model: TinyModel, frame: pd.DataFrame) -> dict[str, Any]:
-    """A V2 request for raw candidate rows, one input per model feature."""
-    return {
-        "inputs": [
-            {
-                "name": name,
-                "shape": [len(frame), 1],
-                "datatype": "BYTES" if name in model.schema.category_levels else "INT64",
-                "data": frame[name].tolist(),
-            }
-            for name in model.schema.features
-        ]
-    }
-
-
 def test_one_candidate_over_rest(serving_server: InferenceServer, tiny_model: TinyModel) -> None:
     request = literal("single.json")
     response = infer(serving_server, request)
@@ -118,7 +103,7 @@ def test_five_hundred_unseen_candidates(
     serving_server: InferenceServer, tiny_model: TinyModel
 ) -> None:
     frame = tiny_model.holdout
-    response = infer(serving_server, request_of(tiny_model, frame))
+    response = infer(serving_server, tiny_model.v2_request(frame))
     assert response.status_code == 200, response.text
     check_against_booster(tiny_model, frame, response.json())
 
@@ -127,7 +112,7 @@ def test_the_band_over_rest_is_the_models_cut_off(
     serving_server_cut_off: InferenceServer, tiny_model_cut_off: TinyModel
 ) -> None:
     model = tiny_model_cut_off
-    response = infer(serving_server_cut_off, request_of(model, model.holdout))
+    response = infer(serving_server_cut_off, model.v2_request(model.holdout))
     assert response.status_code == 200, response.text
     got = outputs_of(response.json())
     band, probabilities = got["band"][:, 0], got["probabilities"]

@@ -40,6 +40,20 @@ class TinyModel:
     # Candidates the model never saw in training (raw values: strings and ints).
     holdout: pd.DataFrame
 
+    def v2_request(self, frame: pd.DataFrame) -> dict[str, object]:
+        """A V2 inference request (JSON) for raw candidate rows, one input per model feature."""
+        return {
+            "inputs": [
+                {
+                    "name": name,
+                    "shape": [len(frame), 1],
+                    "datatype": "BYTES" if name in self.schema.category_levels else "INT64",
+                    "data": frame[name].tolist(),
+                }
+                for name in self.schema.features
+            ]
+        }
+
     def encoded(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame``'s model columns typed as in training (categoricals with the levels)."""
         return _typed(frame, self.schema)
