@@ -21,6 +21,7 @@ from payband_training.search import (
     STARTING_POINTS,
     SearchError,
     TrialConfig,
+    default_study_name,
     fit_final,
     search,
     storage_url,
@@ -222,6 +223,25 @@ def test_a_study_made_for_other_inputs_cannot_be_joined(synthetic_train):
     optuna.create_study(study_name="single", storage=storage, direction="maximize")
     with pytest.raises(SearchError, match="'single' is not a two-objective study"):
         run(train, fast(trials=1), "single", storage=storage)
+
+
+def test_the_default_study_name_follows_the_data_version_and_the_search_settings():
+    def name(version: str = "a" * 64, **overrides) -> str:
+        return default_study_name(version, fast(**overrides), n_bands=2, use_protected=False)
+
+    assert name() == name()  # workers on one split with one configuration join one study
+    assert name().startswith("salary-band-" + "a" * 16 + "-")
+    others = {
+        name("b" * 64),
+        name(mitigation=["none"]),
+        name(min_disparate_impact=0.7),
+        name(cv_folds=3),
+        default_study_name("a" * 64, fast(), n_bands=3, use_protected=False),
+        default_study_name("a" * 64, fast(), n_bands=2, use_protected=True),
+    }
+    assert name() not in others
+    assert len(others) == 6
+    assert name(trials=9, timeout_s=60) == name()  # how long a search runs is not what it is for
 
 
 def test_optuna_stays_quiet_and_its_verbosity_is_restored(synthetic_train):

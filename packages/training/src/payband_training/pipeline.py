@@ -34,6 +34,7 @@ from payband_training.registry import Registration, record_card, register
 from payband_training.search import (
     SearchResult,
     TrialRecord,
+    default_study_name,
     evaluate_fit,
     fit_final,
     search,
@@ -178,8 +179,12 @@ def search_params(
     Its folds are judged by the groups the gate will judge: those with at least
     ``settings.min_group_rows`` test rows.
     """
-    # One study per training data version: workers training on the same split join it.
-    name = study_name or f"salary-band-{data.train_version.version[:16]}-fair"
+    name = study_name or default_study_name(
+        data.train_version.version,
+        settings,
+        n_bands=data.n_bands,
+        use_protected=settings.use_protected_attributes,
+    )
     found = search(
         data.train,
         use_protected=settings.use_protected_attributes,

@@ -22,6 +22,8 @@ methods.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import warnings
@@ -453,6 +455,35 @@ def _open_storage(storage: str | BaseStorage | None) -> tuple[BaseStorage, bool]
     return storage, False
 
 
+def study_settings(
+    settings: TrainingSettings, *, n_bands: int, use_protected: bool
+) -> dict[str, Any]:
+    """What a study is created for: a study holds only trials run under these settings."""
+    return {
+        "n_bands": n_bands,
+        "use_protected": use_protected,
+        "cv_folds": settings.cv_folds,
+        "objectives": _OBJECTIVES,
+        "methods": ",".join(settings.mitigation),
+        "min_roc_auc": settings.min_roc_auc,
+        "min_disparate_impact": settings.min_disparate_impact,
+        "search_fairness_margin": settings.search_fairness_margin,
+        "min_group_rows": settings.min_group_rows,
+        "max_explanation_ms": settings.max_explanation_ms,
+    }
+
+
+def default_study_name(
+    train_version: str, settings: TrainingSettings, *, n_bands: int, use_protected: bool
+) -> str:
+    """One study per training data version and search settings: workers training the same
+    split with the same settings join it; other settings start their own study."""
+    described = json.dumps(
+        study_settings(settings, n_bands=n_bands, use_protected=use_protected), sort_keys=True
+    )
+    return f"salary-band-{train_version[:16]}-{hashlib.sha256(described.encode()).hexdigest()[:8]}"
+
+
 def _check_study(study: optuna.Study, expected: dict[str, Any]) -> bool:
     """Whether the study is new; SearchError if it was created for another search."""
     found = {key: study.user_attrs[key] for key in _STUDY_ATTRS if key in study.user_attrs}
@@ -658,21 +689,8 @@ def search(
             raise SearchError(
                 f"study {study_name!r} is not a two-objective study: use another study name"
             )
-        new = _check_study(
-            study,
-            {
-                "n_bands": n_bands,
-                "use_protected": use_protected,
-                "cv_folds": settings.cv_folds,
-                "objectives": _OBJECTIVES,
-                "methods": ",".join(methods),
-                "min_roc_auc": settings.min_roc_auc,
-                "min_disparate_impact": settings.min_disparate_impact,
-                "search_fairness_margin": settings.search_fairness_margin,
-                "min_group_rows": settings.min_group_rows,
-                "max_explanation_ms": settings.max_explanation_ms,
-            },
-        )
+        expected = study_settings(settings, n_bands=n_bands, use_protected=use_protected)
+        new = _check_study(study, expected)
         # Seeded per worker by the trials already there, so a joining worker does not
         # repeat the first worker's parameters.
         started = len(study.get_trials(deepcopy=False))
