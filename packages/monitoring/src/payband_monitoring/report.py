@@ -80,8 +80,19 @@ def _number(value: float | None) -> str:
 
 def _figure_html(result: Any, options: dict[str, Any]) -> str:
     with quiet_nannyml():
-        figure = result.plot(**options)
-    return figure.to_html(full_html=False, include_plotlyjs=False)
+        if options.get("kind") == "drift":
+            # One figure per feature: NannyML's single figure of every feature draws each
+            # period separator with a scan over all subplots, quadratic in their number (16 s
+            # for 11 features against 0.5 s this way).
+            figures = [
+                result.filter(column_names=[column]).plot(**options)
+                for column in result.column_names
+            ]
+        else:
+            figures = [result.plot(**options)]
+    return "\n".join(
+        figure.to_html(full_html=False, include_plotlyjs=False) for figure in figures
+    )
 
 
 def _fairness_figure(analysis: Analysis, settings: MonitoringSettings) -> str:
