@@ -90,9 +90,7 @@ def _figure_html(result: Any, options: dict[str, Any]) -> str:
             ]
         else:
             figures = [result.plot(**options)]
-    return "\n".join(
-        figure.to_html(full_html=False, include_plotlyjs=False) for figure in figures
-    )
+    return "\n".join(figure.to_html(full_html=False, include_plotlyjs=False) for figure in figures)
 
 
 def _fairness_figure(analysis: Analysis, settings: MonitoringSettings) -> str:
