@@ -177,6 +177,11 @@ def test_mlflow_has_the_run_and_the_champion(cluster: LocalPostgres) -> None:
     assert metrics["sex_disparate_impact"] >= 0.80
     assert metrics["race_disparate_impact"] >= 0.80
     assert metrics["explanation_ms_per_1000"] <= 100
+    assert metrics["search_chosen_feasible"] == 1.0
+    assert (
+        "the search's chosen trial met every gate on its validation folds"
+        in (champion.tags["gate.reasons"])
+    )
     assert run.data.params["mitigation"] != "none"
     assert run.data.tags["features_uri"].startswith("local://features/adult@")
     # Lineage: the code revision, the raw data and the snapshot as inputs, the card's digest.

@@ -78,6 +78,14 @@ def test_train_registers_the_newest_adult_snapshot(environment) -> None:
     assert run.data.params["mitigation_methods"] == "none,penalty"
     assert run.data.params["mitigation"] in {"none", "penalty"}
     assert version.tags["gate.decision"] in {"promoted", "rejected"}
+    # The search's own verdict is a gate: a model chosen as the fairest of infeasible trials
+    # is never promoted by the gates.
+    searched = (
+        "the search's chosen trial met every gate on its validation folds"
+        if run.data.metrics["search_chosen_feasible"] == 1.0
+        else "no trial of the search met every gate on its validation folds"
+    )
+    assert searched in version.tags["gate.reasons"]
     # The card the run wrote stays pending; the version's card states the registry's decision.
     written = Path(client.download_artifacts(version.run_id, "model_card.md")).read_text()
     assert "## Gate decision\n\nPending" in written

@@ -12,6 +12,7 @@ from payband_training.evaluate import evaluate
 from payband_training.gates import (
     EXPLANATION_MS,
     MAX_TAG_VALUE_LENGTH,
+    SEARCH_FEASIBLE,
     GateDecision,
     as_tags,
     decide,
@@ -277,3 +278,19 @@ def test_the_explanation_gate(milliseconds: float | None, passed: bool, reason: 
     assert (reason in decision.failed) is not passed
     # Without a budget there is no such gate.
     assert not any("explanation" in r for r in gate(metrics).reasons)
+
+
+@pytest.mark.parametrize(("feasible", "passed"), [(1.0, True), (0.0, False)])
+def test_a_model_whose_search_met_no_gate_is_never_promoted(feasible: float, passed: bool) -> None:
+    # The test metrics pass every gate; the search found no trial meeting them on its
+    # validation folds, so it reported the fairest, which the gates refuse.
+    decision = gate({**GOOD, SEARCH_FEASIBLE: feasible})
+    assert decision.passed is passed
+    reason = (
+        "the search's chosen trial met every gate on its validation folds"
+        if passed
+        else "no trial of the search met every gate on its validation folds "
+        "(the fairest was chosen to be reported)"
+    )
+    assert reason in decision.reasons
+    assert decision.failed == ([] if passed else [reason])

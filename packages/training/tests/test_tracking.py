@@ -458,20 +458,21 @@ def test_a_run_records_params_metrics_and_tags(
         assert f"sex_group_{group.group}_selection_rate_ci_high" in metrics
     assert "sex_x_race_disparate_impact" in metrics
     assert {name: metrics[name] for name in metrics if name.startswith("search_")} == {
-        "search_best_cv_roc_auc": pytest.approx(0.912),
+        "search_chosen_cv_roc_auc": pytest.approx(0.912),
         "search_cv_worst_disparate_impact": pytest.approx(0.86),
         "search_trials": 5.0,
         "search_complete": 4.0,
         "search_failed": 1.0,
         "search_feasible": 2.0,
         "search_front_size": 2.0,
+        "search_chosen_feasible": 1.0,
     }
     assert (metrics["explanation_cost"], metrics[EXPLANATION_MS]) == (1234.0, 42.0)
     # The evaluation is linked to the logged model and the test data, the rest to the model.
     model = mlflow.get_logged_model(logged.model_info.model_id)
     linked = {metric.key: metric for metric in model.metrics or []}
     assert linked["roc_auc"].dataset_name == "adult-test"
-    assert linked["search_best_cv_roc_auc"].dataset_name is None
+    assert linked["search_chosen_cv_roc_auc"].dataset_name is None
     assert linked[EXPLANATION_MS].dataset_name is None
     assert set(linked) == set(metrics)
     tags = run.data.tags

@@ -157,7 +157,7 @@ def _model(schema: ModelSchema, params: Mapping[str, Any], cv_roc_auc: float | N
         "",
     ]
     if cv_roc_auc is not None and math.isfinite(cv_roc_auc):
-        lines += [f"Best cross-validated ROC AUC in the search: {cv_roc_auc:.3f}.", ""]
+        lines += [f"Cross-validated ROC AUC of the chosen trial: {cv_roc_auc:.3f}.", ""]
     lines += ["| Parameter | Value |", "| --- | --- |"]
     lines += [f"| {_cell(name)} | {_cell(value)} |" for name, value in sorted(params.items())]
     return lines
@@ -213,7 +213,8 @@ def _points(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100 * value:.1f} %"
 
 
-def _bias(bias: BiasExamination, band_labels: tuple[str, ...]) -> list[str]:
+def _bias(bias: BiasExamination, schema: ModelSchema) -> list[str]:
+    band_labels = schema.band_labels
     after, before = bias.after, bias.before
     attributes = list(after.fairness)
     lines = [BIAS_HEADING, ""]
@@ -229,10 +230,15 @@ def _bias(bias: BiasExamination, band_labels: tuple[str, ...]) -> list[str]:
             "",
         ]
     method = bias.mitigation.describe()
+    inputs = (
+        "Sex and race are inputs of this model (PAYBAND_TRAINING_USE_PROTECTED_ATTRIBUTES): "
+        "its bands depend on them directly."
+        if schema.use_protected
+        else "Sex and race are never inputs of the model: mitigation changes what it learns "
+        "from, one booster serves every candidate, and its explanations are exact."
+    )
     lines += [
-        f"Mitigation: {method}. Sex and race are never inputs of the model: mitigation "
-        "changes what it learns from, one booster serves every candidate, and its "
-        "explanations are exact.",
+        f"Mitigation: {method}. {inputs}",
         "",
         f"Decision rule, the same for every candidate: {bias.decision.describe(band_labels)}.",
         "",
@@ -344,7 +350,7 @@ def model_card(
         _model(schema, params, cv_roc_auc),
         _metrics(evaluation),
         ["## Fairness", "", evaluation.fairness_table().rstrip("\n")],
-        *([_bias(bias, schema.band_labels)] if bias is not None else []),
+        *([_bias(bias, schema)] if bias is not None else []),
         _limitations(schema),
         _gate(decision),
     ]

@@ -144,7 +144,7 @@ def build_definitions(
         context.add_output_metadata(
             {
                 "study_name": found.study_name,
-                "best_cv_roc_auc": found.best_value,
+                "chosen_cv_roc_auc": found.best_value,
                 "chosen_trial": found.chosen.number,
                 "mitigation": found.chosen.config.mitigation.describe(),
                 "best_params": MetadataValue.json(found.chosen.config.flat(parts.n_bands)),

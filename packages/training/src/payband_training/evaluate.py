@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -311,7 +311,7 @@ def evaluate(
             ],
             dtype=object,
         )
-    resamples = _resamples(len(truth), bootstrap_samples, seed)
+    resamples = _Resamples(len(truth), bootstrap_samples, seed)
     results = {
         attribute: _group_fairness(
             attribute,
@@ -374,10 +374,23 @@ def label_disparate_impact(
     }
 
 
-def _resamples(rows: int, samples: int, seed: int) -> list[np.ndarray]:
-    """Row indices of each bootstrap resample (drawn once, shared by every attribute)."""
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, rows, rows) for _ in range(samples)]
+@dataclass(frozen=True)
+class _Resamples:
+    """The row indices of each bootstrap resample, drawn again from the seed on every pass
+    (every attribute sees the same resamples) and one at a time: holding them all would take
+    8 bytes x rows x samples (gigabytes for a large test split)."""
+
+    rows: int
+    samples: int
+    seed: int
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.samples):
+            yield rng.integers(0, self.rows, self.rows)
 
 
 def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
@@ -506,7 +519,7 @@ def _group_fairness(
     predicted: np.ndarray,
     column: np.ndarray,
     min_group_rows: int = 1,
-    resamples: Sequence[np.ndarray] = (),
+    resamples: Collection[np.ndarray] = (),
     deciding: Collection[str] | None = None,
 ) -> GroupFairness:
     # Groups in sorted order, rates by counting (fairlearn's MetricFrame gives the same numbers,

@@ -3,8 +3,10 @@
 Gates: quality (ROC AUC at least a minimum), fairness (each protected attribute's disparate
 impact at least a minimum, judged on the bands of the model's own decision rule, by the groups
 large enough to decide), explanation cost (a batch of 1,000 explanations predicted within the
-serving budget from the model's size, ``payband_training.cost``) and no regression (ROC AUC
-not below the current champion's by more than a tolerance). Every gate leaves a short
+serving budget from the model's size, ``payband_training.cost``), search (the search found a
+configuration meeting every gate on its validation folds; when none did, the fairest trial is
+trained to be reported, never promoted) and no regression (ROC AUC not below the current
+champion's by more than a tolerance). Every gate leaves a short
 reason, passed or not, so the reasons can become tags on the registered model version; the
 reasons of the gates that failed are also kept apart (``GateDecision.failed``, tag
 ``gate.failed``) so a later override can say which failed.
@@ -21,6 +23,9 @@ from payband_training.evaluate import fairness_metric_name
 ROC_AUC = "roc_auc"
 # Predicted milliseconds for a batch of 1,000 explanations (payband_training.cost).
 EXPLANATION_MS = "explanation_ms_per_1000"
+# 1 when the search's chosen trial met every gate on its validation folds, 0 when no trial did
+# and the fairest was chosen to be reported: such a model is never promoted by the gates.
+SEARCH_FEASIBLE = "search_chosen_feasible"
 DECISION_TAG = "gate.decision"
 REASONS_TAG = "gate.reasons"
 # Only on a rejected version: the failed gates' reasons, one a line.
@@ -55,8 +60,9 @@ def decide(
     attributes: Sequence[str] = ("sex", "race"),
     max_explanation_ms: float | None = None,
 ) -> GateDecision:
-    """Apply the quality, fairness, explanation-cost (when ``max_explanation_ms`` is given)
-    and champion gates to a candidate's flat metrics."""
+    """Apply the quality, fairness, explanation-cost (when ``max_explanation_ms`` is given),
+    search (when the metrics carry ``SEARCH_FEASIBLE``) and champion gates to a candidate's
+    flat metrics."""
     if tolerance < 0:
         raise ValueError(f"tolerance must not be negative, got {tolerance}")
     outcomes = [_at_least(metrics, ROC_AUC, "roc_auc", min_roc_auc)]
@@ -71,6 +77,8 @@ def decide(
     ]
     if max_explanation_ms is not None:
         outcomes.append(_at_most(metrics, EXPLANATION_MS, max_explanation_ms))
+    if SEARCH_FEASIBLE in metrics:
+        outcomes.append(_searched(metrics[SEARCH_FEASIBLE]))
     outcomes.append(not_worse_than_champion(metrics, champion_metrics, tolerance))
     return GateDecision(
         passed=all(passed for passed, _ in outcomes),
@@ -142,6 +150,15 @@ def _at_most(metrics: Mapping[str, float], key: str, maximum: float) -> tuple[bo
     if value <= maximum:
         return True, f"{label} predicted {value:.1f} ms <= {maximum:.0f} ms"
     return False, f"{label} predicted {value:.1f} ms > {maximum:.0f} ms"
+
+
+def _searched(feasible: float) -> tuple[bool, str]:
+    if feasible == 1.0:
+        return True, "the search's chosen trial met every gate on its validation folds"
+    return False, (
+        "no trial of the search met every gate on its validation folds "
+        "(the fairest was chosen to be reported)"
+    )
 
 
 def not_worse_than_champion(

@@ -28,7 +28,7 @@ from payband_training.features import (
     band_labels_of,
     read_features,
 )
-from payband_training.gates import EXPLANATION_MS
+from payband_training.gates import EXPLANATION_MS, SEARCH_FEASIBLE
 from payband_training.model import ModelSchema
 from payband_training.registry import Registration, record_card, register
 from payband_training.search import (
@@ -263,6 +263,7 @@ def fit_and_record(
     metrics = evaluation.metrics() | {
         "explanation_cost": cost,
         EXPLANATION_MS: predicted_batch_ms(cost),
+        SEARCH_FEASIBLE: float(chosen.feasible),
     }
     fairness = ", ".join(
         f"{attribute} disparate impact {result.disparate_impact:.3f}"

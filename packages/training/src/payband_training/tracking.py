@@ -54,7 +54,7 @@ from payband_training.card import BiasExamination, model_card
 from payband_training.evaluate import Evaluation
 from payband_training.features import BAND, FEATURES
 from payband_training.front import FRONT_DIR, PLOT_FILE, TRIALS_FILE, trials_table, write_front_plot
-from payband_training.gates import GateDecision
+from payband_training.gates import SEARCH_FEASIBLE, GateDecision
 from payband_training.model import (
     ModelSchema,
     check_booster,
@@ -289,7 +289,8 @@ def training_params(
 
 def _search_metrics(search: SearchResult) -> dict[str, float]:
     metrics = {
-        "search_best_cv_roc_auc": search.best_value,
+        "search_chosen_cv_roc_auc": search.best_value,
+        SEARCH_FEASIBLE: float(search.chosen.feasible),
         "search_cv_worst_disparate_impact": search.chosen.worst_disparate_impact,
         "search_trials": float(search.n_trials),
         "search_complete": float(search.n_complete),
