@@ -245,3 +245,14 @@ def test_a_refused_promotion_is_one_line_and_changes_nothing(
     assert result.stderr.strip() == message
     assert store.alias_version() == "1"
     assert "gate.override" not in store.version_tags("2")
+
+
+def test_the_help_names_every_mitigation_method() -> None:
+    from typer.testing import CliRunner
+
+    from payband_training.cli import app
+    from payband_training.mitigation import METHODS
+
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert all(method in result.output for method in METHODS)

@@ -102,8 +102,8 @@ def train(
     mitigation: Annotated[
         str | None,
         typer.Option(
-            help="Mitigation methods the search may choose, comma-separated, from none, "
-            "reweigh, massage, penalty ('none' alone: no mitigation)."
+            help="Mitigation methods the search may choose, comma-separated, from "
+            "none, reweigh, massage, penalty, selection_penalty ('none' alone: no mitigation)."
         ),
     ] = None,
 ) -> None:

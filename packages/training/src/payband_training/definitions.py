@@ -30,6 +30,7 @@ from pydantic import Field
 from payband_data.settings import DataSettings
 from payband_training import gates, pipeline
 from payband_training.features import read_features
+from payband_training.mitigation import METHODS
 from payband_training.registry import Registration
 from payband_training.search import SearchResult
 from payband_training.settings import TrainingSettings
@@ -55,7 +56,7 @@ class TrainingRun(ConfigurableResource):
     mitigation: str | None = Field(
         default=None,
         description="Mitigation methods the search may choose, comma-separated "
-        "(none, reweigh, massage, penalty)",
+        f"({', '.join(METHODS)})",
     )
 
     def settings(self, base: TrainingSettings) -> TrainingSettings:
