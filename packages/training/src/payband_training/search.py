@@ -77,19 +77,7 @@ __all__ = [
 
 # XGBoost threads per fit; one search worker uses the whole machine.
 N_JOBS = os.cpu_count() or 1
-# What a study was created for; a worker that differs must not add trials to it.
-_STUDY_ATTRS = (
-    "n_bands",
-    "use_protected",
-    "cv_folds",
-    "objectives",
-    "methods",
-    "min_roc_auc",
-    "min_disparate_impact",
-    "search_fairness_margin",
-    "min_group_rows",
-    "max_explanation_ms",
-)
+# The objectives, in order: recorded on a study with the rest of study_settings.
 _OBJECTIVES = "cv_roc_auc,worst_disparate_impact"
 _TREE_PARAMS = (
     "n_estimators",
@@ -486,17 +474,17 @@ def default_study_name(
 
 def _check_study(study: optuna.Study, expected: dict[str, Any]) -> bool:
     """Whether the study is new; SearchError if it was created for another search."""
-    found = {key: study.user_attrs[key] for key in _STUDY_ATTRS if key in study.user_attrs}
+    found = {key: study.user_attrs[key] for key in expected if key in study.user_attrs}
     if not found:
         for key, value in expected.items():
             study.set_user_attr(key, value)
         return True
     if differing := [
-        f"{key}={found.get(key)!r}" for key in _STUDY_ATTRS if found.get(key) != expected[key]
+        f"{key}={found.get(key)!r}" for key in expected if found.get(key) != expected[key]
     ]:
         raise SearchError(
             f"study {study.study_name!r} was created with {', '.join(differing)}, "
-            f"this search has {', '.join(f'{key}={expected[key]!r}' for key in _STUDY_ATTRS)}: "
+            f"this search has {', '.join(f'{key}={expected[key]!r}' for key in expected)}: "
             "use another study name"
         )
     return False
@@ -689,8 +677,9 @@ def search(
             raise SearchError(
                 f"study {study_name!r} is not a two-objective study: use another study name"
             )
-        expected = study_settings(settings, n_bands=n_bands, use_protected=use_protected)
-        new = _check_study(study, expected)
+        new = _check_study(
+            study, study_settings(settings, n_bands=n_bands, use_protected=use_protected)
+        )
         # Seeded per worker by the trials already there, so a joining worker does not
         # repeat the first worker's parameters.
         started = len(study.get_trials(deepcopy=False))
