@@ -20,7 +20,7 @@ from _report import Row, timed  # benchmarks/ is the script's directory
 from payband_audit.migrate import upgrade
 from payband_contracts.catalogue import FEATURE_CATALOGUE
 from payband_contracts.model import ModelSchema
-from payband_testing.postgres import EmbeddedPostgres, PostgresConnectionInfo
+from payband_local.postgres import EmbeddedPostgres, PostgresConnectionInfo
 
 BACKGROUND_ROWS = 100
 ADULT_EDGES = (50_000,)

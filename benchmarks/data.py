@@ -36,7 +36,7 @@ from payband_data.db import connect
 from payband_data.load import ensure_raw_schema, load_pums
 from payband_data.settings import DataSettings
 from payband_data.sources.pums import PUMS_COLUMNS
-from payband_testing.postgres import EmbeddedPostgres
+from payband_local.postgres import EmbeddedPostgres
 
 ADULT_TARGET_S = 60.0
 PUMS_TARGET_ROWS_S = 200_000.0

@@ -70,9 +70,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from payband_audit.verify import verify_chain
 from payband_contracts import Candidate
+from payband_local.postgres import PostgresConnectionInfo
 from payband_serving.settings import ServingSettings
 from payband_testing.gateway import GatewayServer, TestKey, gateway_server
-from payband_testing.postgres import PostgresConnectionInfo
 from payband_testing.serving import InferenceServer, inference_server
 from payband_training.model import load_bundle
 

@@ -211,8 +211,8 @@ def home_tracking_uri(home: Home) -> Iterator[str]:
     from rich.console import Console
 
     from payband.lifecycle import LifecycleError
-    from payband.localdb import LocalPostgres, LocalPostgresError
     from payband.stack import launcher, local_postgres, lock_home
+    from payband_local.cluster import LocalPostgres, LocalPostgresError
 
     with contextlib.ExitStack() as stack:
         try:

@@ -33,7 +33,7 @@ from _report import Row, print_table, timed  # benchmarks/ is the script's direc
 
 from payband_data import steps
 from payband_data.settings import DataSettings
-from payband_testing.postgres import EmbeddedPostgres
+from payband_local.postgres import EmbeddedPostgres
 from payband_training.evaluate import deciding_groups
 from payband_training.features import PROTECTED, read_features
 from payband_training.pipeline import train

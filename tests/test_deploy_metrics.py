@@ -20,11 +20,11 @@ import pytest
 
 from payband_audit.migrate import upgrade
 from payband_contracts import EXAMPLE_CANDIDATE
+from payband_local.postgres import PostgresConnectionInfo
 from payband_monitoring.store import migrate
 from payband_testing.gateway import GatewayServer, TestKey, gateway_server
 from payband_testing.model import TinyModel
 from payband_testing.monitoring import MonitoringServer, monitoring_server
-from payband_testing.postgres import PostgresConnectionInfo
 from payband_testing.registry import MlflowChampion
 from payband_testing.serving import InferenceServer, inference_server
 from tests.deploy_config import PROMETHEUS_BUILTINS, configured_queries, exported_series, family

@@ -24,8 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from payband.localdb import LocalPostgres
-from payband_testing._process import answers_ok
+from payband_local.cluster import LocalPostgres
+from payband_local.process import answers_ok
 
 PAYBAND = str(Path(sys.executable).with_name("payband"))
 # Two monitoring chunks of held-out candidates, one drifted; a short search.

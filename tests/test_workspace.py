@@ -1,6 +1,6 @@
 """The workspace's shape: every member laid out alike, depending only on what it imports.
 
-These tests keep the architecture's rules true as the packages grow: dependencies between
+These tests keep the rules of docs/architecture.md true as the packages grow: dependencies between
 packages point one way, and each member runs with nothing but its declared dependencies.
 """
 
@@ -21,9 +21,13 @@ SERVICES = ["contracts", "data", "training", "serving", "gateway", "audit", "mon
 # Deployed on their own, never a dependency of the umbrella: the Dagster instance (webserver
 # and daemon) serves the other packages' code locations over gRPC, it does not import them.
 DEPLOYABLES = ["orchestration"]
-MEMBERS = [*SERVICES, *DEPLOYABLES, "testing"]
+# Runtime code of the local stack (embedded PostgreSQL, processes, ports): the umbrella and the
+# test fixtures use it; and the fixtures themselves, never a runtime dependency.
+MEMBERS = [*SERVICES, *DEPLOYABLES, "local", "testing"]
+# What only tests need: no runtime installation of any package may carry these.
+TEST_ONLY = {"payband-testing", "pytest", "moto"}
 
-# Which payband packages each member may import (ARCHITECTURE.md, "Layout").
+# Which payband packages each member may import (docs/architecture.md, "Dependency rules").
 ALLOWED_PAYBAND_IMPORTS = {
     "contracts": set(),
     "data": {"contracts"},
@@ -34,8 +38,10 @@ ALLOWED_PAYBAND_IMPORTS = {
     "audit": {"contracts"},
     "gateway": {"contracts", "audit"},
     "monitoring": {"contracts", "audit"},
-    # The shared fixtures build test models in the one model format (payband_contracts.model).
-    "testing": {"contracts"},
+    # The shared fixtures build test models in the one model format (payband_contracts.model)
+    # and run their servers with the local machinery.
+    "testing": {"contracts", "local"},
+    "local": set(),
     "orchestration": set(),
 }
 
@@ -119,6 +125,43 @@ def test_member_imports_only_what_it_declares(name: str):
 def test_the_umbrella_declares_what_it_imports():
     # `payband demo` drives every package, so it may import any of them.
     assert_declares_what_it_imports(ROOT, "payband")
+
+
+def test_no_runtime_dependency_on_the_test_fixtures():
+    projects = {"payband": ROOT} | {f"payband-{n}": ROOT / "packages" / n for n in MEMBERS}
+    for name, path in projects.items():
+        if name == "payband-testing":
+            continue
+        declared = {requirement_name(r) for r in pyproject(path)["project"]["dependencies"]}
+        assert not declared & TEST_ONLY, f"{name} depends at runtime on {declared & TEST_ONLY}"
+
+
+@pytest.mark.parametrize("package", ["payband", *(f"payband-{n}" for n in [*SERVICES, "local"])])
+def test_a_runtime_installation_carries_no_test_tool(package: str):
+    # What `uv sync --no-dev --package <package>` installs, read from the lock.
+    result = subprocess.run(
+        [uv_executable(), "export", "--frozen", "--no-dev", "--no-hashes", "--package", package],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    installed = set()
+    for line in result.stdout.splitlines():
+        requirement = line.split(";")[0].strip()
+        if not requirement or requirement.startswith("#"):
+            continue
+        if requirement.startswith("-e "):  # a workspace member, by its directory
+            directory = ROOT / requirement.removeprefix("-e ").strip()
+            installed.add(pyproject(directory)["project"]["name"])
+        else:
+            installed.add(requirement_name(requirement))
+    assert package in installed
+    if package == "payband":
+        assert "payband-local" in installed  # the umbrella runs the local stack on it
+    assert not installed & TEST_ONLY, f"{package} installs {sorted(installed & TEST_ONLY)}"
 
 
 def uv_executable() -> str:

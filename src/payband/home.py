@@ -6,7 +6,7 @@ Everything `payband demo` and `payband up` create lives under one directory (def
 state, Dagster's home, the local API keys, the services' logs and the state file that
 `payband status` reads. The PostgreSQL cluster lives there too, or, when PostgreSQL's
 unprivileged user cannot reach that directory (root with a mode-700 home), in
-/var/lib/payband with a pointer file here (see `payband.localdb`).
+/var/lib/payband with a pointer file here (see `payband_local.cluster`).
 """
 
 from __future__ import annotations

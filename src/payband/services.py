@@ -19,13 +19,13 @@ from pathlib import Path
 from types import FrameType
 
 from payband.home import LOOPBACK, Home, Ports
-from payband_testing._process import (
+from payband_local.ports import free_port
+from payband_local.process import (
     ServerProcess,
     answers_ok,
     start_server_process,
     wait_until_ready,
 )
-from payband_testing.checks import free_port
 
 __all__ = [
     "Service",

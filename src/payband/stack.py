@@ -15,9 +15,9 @@ from rich.console import Console
 
 from payband.home import Databases, Home
 from payband.lifecycle import LifecycleError
-from payband.localdb import LocalPostgres, LocalPostgresError
 from payband.services import signals_held
 from payband_contracts.cli_support import first_line
+from payband_local.cluster import LocalPostgres, LocalPostgresError
 
 __all__ = ["DATABASES", "LOCK_FILE", "launcher", "local_postgres", "lock_home"]
 

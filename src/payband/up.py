@@ -16,7 +16,6 @@ from rich.table import Table
 
 from payband.home import Home, apply
 from payband.lifecycle import guarded, migrate_stores, prepare_data, prepare_model, quiet_libraries
-from payband.localdb import LocalPostgres, LocalPostgresError
 from payband.localkeys import ensure_keys
 from payband.options import CHUNK_SIZE, UpOptions
 from payband.services import (
@@ -31,7 +30,8 @@ from payband.services import (
     wait_forever,
 )
 from payband.stack import launcher, local_postgres, lock_home
-from payband_testing._process import answers_ok
+from payband_local.cluster import LocalPostgres, LocalPostgresError
+from payband_local.process import answers_ok
 
 __all__ = ["UpOptions", "run_status", "run_up"]
 

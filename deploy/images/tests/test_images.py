@@ -28,9 +28,9 @@ import psycopg
 import pytest
 
 from payband_contracts import EXAMPLE_CANDIDATE
-from payband_testing.checks import free_port
+from payband_local.ports import free_port
+from payband_local.postgres import PostgresConnectionInfo
 from payband_testing.gateway import TestKey
-from payband_testing.postgres import PostgresConnectionInfo
 
 ROOT = Path(__file__).resolve().parents[3]
 REPORT = Path(os.environ.get("PAYBAND_IMAGES_REPORT", ROOT / "build" / "images.json"))

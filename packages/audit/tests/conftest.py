@@ -8,7 +8,7 @@ from payband_audit.migrate import upgrade
 from payband_audit.writer import PredictionRequestRecord
 from payband_contracts import EXAMPLE_CANDIDATE, Candidate, ModelRef, Prediction
 from payband_contracts.messages import EXAMPLE_PREDICTION
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.postgres import PostgresConnectionInfo
 
 MakeRecord = Callable[..., tuple[PredictionRequestRecord, Prediction]]
 

@@ -5,7 +5,7 @@ import pytest
 from psycopg import sql
 
 from payband_audit.writer import AuditWriter
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.postgres import PostgresConnectionInfo
 
 RECORD_TABLES = [
     "prediction_requests",

@@ -6,7 +6,7 @@ import pytest
 
 from payband_audit.errors import AuditConfigError
 from payband_audit.migrate import current_revision, downgrade, upgrade
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.postgres import PostgresConnectionInfo
 
 PACKAGE = Path(__file__).resolve().parents[1]
 TABLES = {

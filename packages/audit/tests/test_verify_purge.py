@@ -8,7 +8,7 @@ from payband_audit.purge import purge_expired
 from payband_audit.verify import verify_chain
 from payband_audit.writer import AuditWriter
 from payband_contracts import Outcome, Review
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.postgres import PostgresConnectionInfo
 
 NOW = datetime.now(UTC)
 

@@ -21,7 +21,7 @@ from payband_audit.settings import AuditSettings
 from payband_audit.verify import verify_chain
 from payband_audit.writer import AuditWriter, PredictionRequestRecord
 from payband_contracts import ErrorBody, ModelRef, Outcome, Review
-from payband_testing.postgres import EmbeddedPostgres, PostgresConnectionInfo
+from payband_local.postgres import EmbeddedPostgres, PostgresConnectionInfo
 
 
 def recorded_ids(info: PostgresConnectionInfo) -> list[uuid.UUID]:

@@ -15,8 +15,8 @@ from payband_audit.settings import AuditSettings
 from payband_audit.verify import verify_chain
 from payband_audit.writer import AuditWriter, _Submission
 from payband_contracts import ErrorBody, ModelRef
-from payband_testing.checks import free_port
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.ports import free_port
+from payband_local.postgres import PostgresConnectionInfo
 
 
 def counts(info: PostgresConnectionInfo) -> tuple[int, int, int]:

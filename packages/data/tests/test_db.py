@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from payband_data.db import DatabaseError, connect, connection_params, dbt_env, redact
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.postgres import PostgresConnectionInfo
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ from payband_data.transform import (
     run_dbt,
     validate_band_edges,
 )
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.postgres import PostgresConnectionInfo
 
 ADULT_URI = "local://raw/adult@" + "a" * 64
 PUMS_URI = "local://raw/pums@" + "b" * 64

@@ -24,7 +24,7 @@ from payband_data.load import (
 )
 from payband_data.sources.adult import adult_files
 from payband_data.sources.pums import PUMS_COLUMNS, PumsSource
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.postgres import PostgresConnectionInfo
 from payband_testing.pums import STATE_FIPS, write_persons_zip
 
 HEADER = ",".join(PUMS_COLUMNS)

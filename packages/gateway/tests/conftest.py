@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 from payband_audit.migrate import upgrade
+from payband_local.postgres import PostgresConnectionInfo
 from payband_testing.gateway import GatewayServer, TestKey, gateway_server
-from payband_testing.postgres import PostgresConnectionInfo
 from payband_testing.serving import InferenceServer
 
 KEYS = {

@@ -11,9 +11,9 @@ import pytest
 
 from payband_contracts import EXAMPLE_CANDIDATE
 from payband_gateway.keys import ApiKey, hash_key
-from payband_testing.checks import free_port
+from payband_local.ports import free_port
+from payband_local.postgres import PostgresConnectionInfo
 from payband_testing.gateway import TestKey, gateway_server
-from payband_testing.postgres import PostgresConnectionInfo
 from payband_testing.serving import InferenceServer
 
 

@@ -12,9 +12,9 @@ import pytest
 import xgboost as xgb
 
 from payband_contracts import AuditRecord, BatchPrediction, Prediction
+from payband_local.postgres import PostgresConnectionInfo
 from payband_testing.gateway import TestKey, gateway_server
 from payband_testing.model import TinyModel
-from payband_testing.postgres import PostgresConnectionInfo
 from payband_testing.serving import InferenceServer
 
 ROWS = 200

@@ -14,9 +14,9 @@ import pytest
 
 from payband_audit.migrate import upgrade
 from payband_contracts import EXAMPLE_CANDIDATE
-from payband_testing.checks import free_port
+from payband_local.ports import free_port
+from payband_local.postgres import EmbeddedPostgres, PostgresConnectionInfo
 from payband_testing.gateway import GatewayServer, TestKey, gateway_server
-from payband_testing.postgres import EmbeddedPostgres, PostgresConnectionInfo
 from payband_testing.serving import InferenceServer
 
 PREDICT = {"candidate": EXAMPLE_CANDIDATE}

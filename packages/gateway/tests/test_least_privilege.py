@@ -12,9 +12,9 @@ import pytest
 from psycopg import sql
 
 from payband_contracts import EXAMPLE_CANDIDATE
-from payband_testing.checks import free_port
+from payband_local.ports import free_port
+from payband_local.postgres import PostgresConnectionInfo
 from payband_testing.gateway import gateway_server
-from payband_testing.postgres import PostgresConnectionInfo
 from payband_testing.serving import InferenceServer
 
 

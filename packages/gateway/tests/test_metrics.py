@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from payband_contracts import EXAMPLE_CANDIDATE
+from payband_local.postgres import PostgresConnectionInfo
 from payband_testing.gateway import GatewayServer, TestKey, gateway_server
-from payband_testing.postgres import PostgresConnectionInfo
 from payband_testing.serving import InferenceServer
 
 PREDICT_KEY = TestKey("metrics-tool", "pb_test-metrics-predict-key-0123456789", ("predict",))

@@ -25,10 +25,10 @@ from payband_contracts import (
     SalaryBands,
 )
 from payband_contracts.messages import EXAMPLE_PREDICTION
+from payband_local.postgres import PostgresConnectionInfo
 from payband_monitoring.settings import MonitoringSettings
 from payband_monitoring.store import migrate
 from payband_testing.model import TinyModel, synthetic_candidates
-from payband_testing.postgres import PostgresConnectionInfo
 from payband_testing.registry import MlflowChampion
 
 MODEL_NAME = "salary-band"

@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from payband_local.postgres import PostgresConnectionInfo
 from payband_monitoring.store import current_revision
-from payband_testing.postgres import PostgresConnectionInfo
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

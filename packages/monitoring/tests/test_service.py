@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from payband_testing.checks import free_port
+from payband_local.ports import free_port
 from payband_testing.monitoring import MonitoringServer, monitoring_server
 
 

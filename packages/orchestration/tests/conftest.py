@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.postgres import PostgresConnectionInfo
 
 
 @pytest.fixture(autouse=True)

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from payband_testing._process import ServerProcess, answers_ok, start_server_process
-from payband_testing.checks import free_port, port_is_closed, wait_until
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.ports import free_port
+from payband_local.postgres import PostgresConnectionInfo
+from payband_local.process import ServerProcess, answers_ok, start_server_process
+from payband_testing.checks import port_is_closed, wait_until
 
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "payband-orchestration")

@@ -11,6 +11,8 @@ import psycopg
 import pytest
 import yaml
 
+from payband_local.ports import free_port
+from payband_local.postgres import PostgresConnectionInfo
 from payband_orchestration.instance import (
     PASSWORD_VARIABLE,
     StorageError,
@@ -19,8 +21,6 @@ from payband_orchestration.instance import (
     write_instance,
 )
 from payband_orchestration.settings import OrchestrationSettings
-from payband_testing.checks import free_port
-from payband_testing.postgres import PostgresConnectionInfo
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 PASSWORD = "s3cret-pw-4711"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from payband_local.postgres import PostgresConnectionInfo
 from payband_testing.model import TinyModel
-from payband_testing.postgres import PostgresConnectionInfo
 from payband_testing.registry import register_tiny_model, restored_mlflow_globals
 
 MODEL_NAME = "salary-band"

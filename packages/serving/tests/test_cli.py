@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from payband_local.ports import free_port
 from payband_serving.bundle import build_bundle
 from payband_serving.settings import ServingSettings
 from payband_serving.source import resolve
-from payband_testing.checks import free_port, wait_until
+from payband_testing.checks import wait_until
 from payband_testing.model import TinyModel
 from payband_testing.serving import inference_server
 

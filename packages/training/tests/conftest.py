@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from payband_contracts import FEATURE_CATALOGUE, SalaryBands
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.postgres import PostgresConnectionInfo
 from payband_training.registry import CARD_PATH_TAG, Registration, record_card, register
 from payband_training.settings import TrainingSettings
 from payband_training.tracking import MODEL_CARD_FILE

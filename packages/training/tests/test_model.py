@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from payband_contracts import FEATURE_CATALOGUE, SalaryBands
 from payband_contracts.model import DecisionRule
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.postgres import PostgresConnectionInfo
 from payband_training.features import PROTECTED, feature_frame, to_model_frame
 from payband_training.mitigation import Mitigation
 from payband_training.model import (

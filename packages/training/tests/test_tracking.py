@@ -25,8 +25,8 @@ from payband_contracts import SalaryBands
 from payband_contracts.model import DecisionRule
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
-from payband_testing.checks import free_port
-from payband_testing.postgres import PostgresConnectionInfo
+from payband_local.ports import free_port
+from payband_local.postgres import PostgresConnectionInfo
 from payband_testing.s3 import S3Bucket
 from payband_training.card import BIAS_HEADING, BiasExamination, model_card
 from payband_training.evaluate import Evaluation, label_disparate_impact

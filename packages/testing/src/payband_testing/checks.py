@@ -12,21 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
-    "free_port",
     "port_is_closed",
     "process_is_alive",
     "process_uid",
     "processes_mentioning",
     "wait_until",
 ]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def port_is_closed(port: int, host: str = "127.0.0.1") -> bool:

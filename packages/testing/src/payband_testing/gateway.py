@@ -15,8 +15,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from payband_testing._process import HttpServer, healthy_server
-from payband_testing.checks import free_port
+from payband_local.ports import free_port
+from payband_local.process import HttpServer, healthy_server
 
 __all__ = ["GatewayServer", "TestKey", "gateway_server"]
 

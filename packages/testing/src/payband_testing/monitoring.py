@@ -7,8 +7,8 @@ import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from payband_testing._process import HttpServer, healthy_server
-from payband_testing.checks import free_port
+from payband_local.ports import free_port
+from payband_local.process import HttpServer, healthy_server
 
 __all__ = ["MonitoringServer", "monitoring_server"]
 

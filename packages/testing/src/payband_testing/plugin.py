@@ -6,17 +6,31 @@ Servers start only when a test asks for them.
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
+import shutil
+import signal
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from payband_contracts.model import DecisionRule
+from payband_local.postgres import (
+    EmbeddedPostgres,
+    PostgresConnectionInfo,
+    default_tmp_root,
+    drop_privileges_prefix,
+    find_pginstall,
+    stop_cluster,
+)
 from payband_testing.census import CensusTestServer
+from payband_testing.checks import processes_mentioning
 from payband_testing.lakefs import LakeFSTestServer
 from payband_testing.model import TinyModel, train_tiny_model
-from payband_testing.postgres import EmbeddedPostgres, PostgresConnectionInfo
 from payband_testing.registry import MlflowChampion, champion_registry
 from payband_testing.s3 import MotoS3Server, S3Bucket, S3Endpoint, delete_bucket
 from payband_testing.serving import InferenceServer, inference_server
@@ -30,6 +44,7 @@ __all__ = [
     "postgres_server",
     "s3_bucket",
     "s3_endpoint",
+    "scratch_dir",
     "serving_server",
     "serving_server_cut_off",
     "tiny_model",
@@ -47,6 +62,29 @@ def _unique_name(node_name: str, *, max_length: int, separator: str) -> str:
     stem = re.sub(r"[^a-z0-9]+", separator, node_name.lower()).strip(separator)
     suffix = uuid.uuid4().hex[:10]
     return f"{stem[: max_length - len(suffix) - 1]}{separator}{suffix}".lstrip(separator)
+
+
+@pytest.fixture
+def scratch_dir() -> Iterator[Path]:
+    """An empty temp dir others may traverse (for ``nobody`` when root), removed afterwards.
+
+    For tests of servers that live in it: they assert themselves that nothing is left in it;
+    the clean-up here only keeps a failing test from leaving servers or watchdogs running.
+    """
+    path = Path(tempfile.mkdtemp(prefix="payband-testing-", dir=default_tmp_root()))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        prefix: list[str] = []
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            prefix = drop_privileges_prefix(nobody.pw_uid, nobody.pw_gid)
+        for pid_file in path.rglob("postmaster.pid"):
+            stop_cluster(find_pginstall() / "bin" / "pg_ctl", pid_file.parent, prefix=prefix)
+        for pid in processes_mentioning(str(path)):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(path)
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from payband_testing._process import ServerProcess, start_server_process, wait_until_ready
-from payband_testing.checks import free_port
+from payband_local.ports import free_port
+from payband_local.process import ServerProcess, start_server_process, wait_until_ready
 
 __all__ = ["InferenceServer", "InferenceServerError", "inference_server"]
 

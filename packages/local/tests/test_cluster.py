@@ -19,21 +19,16 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from payband import localdb
-from payband.localdb import LocalPostgres, LocalPostgresError
-from payband_testing.checks import (
-    free_port,
-    port_is_closed,
-    process_is_alive,
-    process_uid,
-    wait_until,
-)
-from payband_testing.postgres import (
+from payband_local import cluster as localdb
+from payband_local.cluster import LocalPostgres, LocalPostgresError
+from payband_local.ports import free_port
+from payband_local.postgres import (
     EmbeddedPostgresError,
     PostgresConnectionInfo,
     find_pginstall,
     live_postmaster_pid,
 )
+from payband_testing.checks import port_is_closed, process_is_alive, process_uid, wait_until
 
 ROOT = os.geteuid() == 0
 NOBODY = pwd.getpwnam("nobody")

