@@ -1,5 +1,5 @@
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -9,15 +9,24 @@ from payband_audit.writer import PredictionRequestRecord
 from payband_contracts import EXAMPLE_CANDIDATE, Candidate, ModelRef, Prediction
 from payband_contracts.messages import EXAMPLE_PREDICTION
 from payband_local.postgres import PostgresConnectionInfo
+from payband_testing.plugin import unique_database_name
+from payband_testing.templates import DatabaseTemplates
 
 MakeRecord = Callable[..., tuple[PredictionRequestRecord, Prediction]]
 
 
+def migrate_audit(info: PostgresConnectionInfo) -> None:
+    upgrade(info.url)
+
+
 @pytest.fixture
-def audit_db(postgres_database: PostgresConnectionInfo) -> PostgresConnectionInfo:
-    """A fresh database with the audit schema migrated to head."""
-    upgrade(postgres_database.url)
-    return postgres_database
+def audit_db(
+    request: pytest.FixtureRequest, database_templates: DatabaseTemplates
+) -> Iterator[PostgresConnectionInfo]:
+    """A fresh database with the audit schema migrated to head (a copy of a template migrated
+    once per session), dropped after the test."""
+    with database_templates.copy("audit", migrate_audit, unique_database_name(request)) as info:
+        yield info
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +29,9 @@ from payband_local.postgres import PostgresConnectionInfo
 from payband_monitoring.settings import MonitoringSettings
 from payband_monitoring.store import migrate
 from payband_testing.model import TinyModel, synthetic_candidates
+from payband_testing.plugin import unique_database_name
 from payband_testing.registry import MlflowChampion
+from payband_testing.templates import DatabaseTemplates
 
 MODEL_NAME = "salary-band"
 
@@ -40,12 +42,21 @@ def registry(mlflow_champion: MlflowChampion) -> MlflowChampion:
     return mlflow_champion
 
 
+def migrate_audit_and_monitoring(info: PostgresConnectionInfo) -> None:
+    upgrade(info.url)
+    migrate(info.url)
+
+
 @pytest.fixture
-def database(postgres_database: PostgresConnectionInfo) -> str:
-    """A fresh database with the audit and the monitoring schema migrated."""
-    upgrade(postgres_database.url)
-    migrate(postgres_database.url)
-    return postgres_database.url
+def database(
+    request: pytest.FixtureRequest, database_templates: DatabaseTemplates
+) -> Iterator[str]:
+    """A fresh database with the audit and the monitoring schema migrated (a copy of a
+    template migrated once per session), dropped after the test."""
+    with database_templates.copy(
+        "audit_monitoring", migrate_audit_and_monitoring, unique_database_name(request)
+    ) as info:
+        yield info.url
 
 
 @pytest.fixture

@@ -620,13 +620,33 @@ class EmbeddedPostgres:
     ) -> None:
         self.stop()
 
-    def create_database(self, name: str) -> PostgresConnectionInfo:
-        """Create an empty database and return its connection info."""
+    def create_database(self, name: str, *, template: str | None = None) -> PostgresConnectionInfo:
+        """Create a database, empty or a copy of ``template`` (which nobody may be connected
+        to), and return its connection info."""
+        from psycopg import sql
+
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        with self.info.connect(autocommit=True) as conn:
+            conn.execute(query)
+        return self.info.with_database(name)
+
+    def make_template(self, name: str) -> None:
+        """Turn database ``name`` into a template: its sessions are ended and no new ones are
+        allowed, so ``create_database(..., template=name)`` can copy it at any time."""
         from psycopg import sql
 
         with self.info.connect(autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return self.info.with_database(name)
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
+                    sql.Identifier(name)
+                )
+            )
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
 
     def drop_database(self, name: str) -> None:
         """Drop a database, disconnecting its sessions (``WITH (FORCE)``); missing is fine."""

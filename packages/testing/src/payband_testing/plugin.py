@@ -34,11 +34,14 @@ from payband_testing.model import TinyModel, train_tiny_model
 from payband_testing.registry import MlflowChampion, champion_registry
 from payband_testing.s3 import MotoS3Server, S3Bucket, S3Endpoint, delete_bucket
 from payband_testing.serving import InferenceServer, inference_server
+from payband_testing.templates import DatabaseTemplates, create_mlflow_schema
 
 __all__ = [
     "census_server",
+    "database_templates",
     "lakefs_server",
     "mlflow_champion",
+    "mlflow_database",
     "postgres_database",
     "postgres_module_database",
     "postgres_server",
@@ -135,6 +138,34 @@ def postgres_module_database(
 
 
 @pytest.fixture(scope="session")
+def database_templates(postgres_server: EmbeddedPostgres) -> DatabaseTemplates:
+    """Schemas built once per session and copied for each test that asks.
+
+    ``with database_templates.copy(kind, build, name) as info:`` gives a new database ``name``
+    copied from template ``kind`` (built with ``build(info)`` on first use), dropped after.
+    A package's conftest uses it for its migrated schema (audit, monitoring).
+    """
+    return DatabaseTemplates(postgres_server)
+
+
+def unique_database_name(request: pytest.FixtureRequest, prefix: str = "") -> str:
+    """A database name from the test's name plus random hex, under PostgreSQL's 63 bytes."""
+    return _unique_name(f"{prefix}{request.node.name}", max_length=63, separator="_")
+
+
+@pytest.fixture
+def mlflow_database(
+    request: pytest.FixtureRequest, database_templates: DatabaseTemplates
+) -> Iterator[PostgresConnectionInfo]:
+    """A fresh database holding MLflow's tracking and registry tables (no experiment but the
+    default one, no model), for this test only; copied from a template built once."""
+    with database_templates.copy(
+        "mlflow", create_mlflow_schema, unique_database_name(request, "mlflow_")
+    ) as info:
+        yield info
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[S3Endpoint]:
     """An S3 endpoint on 127.0.0.1 (moto), one per test session.
 
@@ -228,7 +259,7 @@ def tiny_model_cut_off(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 @pytest.fixture(scope="module")
 def mlflow_champion(
     request: pytest.FixtureRequest,
-    postgres_server: EmbeddedPostgres,
+    database_templates: DatabaseTemplates,
     tiny_model: TinyModel,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[MlflowChampion]:
@@ -236,13 +267,12 @@ def mlflow_champion(
     directory) whose "salary-band" version 1, alias "champion", is ``tiny_model`` with 3,000
     rows of reference data; per module. An ``MlflowChampion``: ``uri``, ``name``,
     ``version``, ``model``. MLflow's global URIs are restored afterwards."""
-    databases = _database(postgres_server, f"mlflow_{request.node.name}")
-    info = next(databases)
-    try:
-        with champion_registry(info.url, tmp_path_factory.mktemp("mlflow"), tiny_model) as found:
-            yield found
-    finally:
-        databases.close()
+    name = unique_database_name(request, "mlflow_")
+    with (
+        database_templates.copy("mlflow", create_mlflow_schema, name) as info,
+        champion_registry(info.url, tmp_path_factory.mktemp("mlflow"), tiny_model) as found,
+    ):
+        yield found
 
 
 @pytest.fixture(scope="session")
