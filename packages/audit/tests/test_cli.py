@@ -8,11 +8,18 @@ import pandas as pd
 import pytest
 
 from payband_audit.writer import AuditWriter
+from payband_testing.cli import run_in_process
 
 CLI = str(Path(sys.executable).with_name("payband-audit"))
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command in this process (arguments, messages, exit codes)."""
+    return run_in_process("payband-audit", *args, env=env)
+
+
+def run_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed script as its own process, as a user runs it."""
     return subprocess.run(
         [CLI, *args],
         capture_output=True,
@@ -33,10 +40,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], text: str) -
 
 
 def test_migrate_then_verify_empty_log(postgres_database):
-    result = run("migrate", "--url", postgres_database.url)
+    # The real script, as a process: the smoke test of the entry point.
+    result = run_process("migrate", "--url", postgres_database.url)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("audit schema at revision 0001")
-    result = run("verify", "--url", postgres_database.url)
+    result = run_process("verify", "--url", postgres_database.url)
     assert (result.returncode, result.stdout.strip()) == (0, "ok 0 records")
 
 

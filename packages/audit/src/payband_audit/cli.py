@@ -190,9 +190,16 @@ def export(
         if chosen is ExportFormat.csv:
             frame.to_csv(output, index=False)
         else:
+            import pandas as pd
             import pyarrow as pa
             import pyarrow.parquet as pq
 
+            # Time stamps as Arrow timestamps first: pyarrow reads a tz-aware pandas column
+            # through Series.values, which pandas 3.1 deprecates (and warns about).
+            for name, dtype in frame.dtypes.items():
+                if isinstance(dtype, pd.DatetimeTZDtype):
+                    arrow = pd.ArrowDtype(pa.timestamp(dtype.unit, tz=str(dtype.tz)))
+                    frame[name] = frame[name].astype(arrow)
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), output)
         return len(frame)
 
