@@ -16,7 +16,7 @@ With --model-dir, that folder is served instead and the candidates are synthetic
 ranges, payband_testing.model.synthetic_candidates).
 With --model-uri (models:/NAME@ALIAS, models:/NAME/VERSION or runs:/...), what is actually
 served: a registered version, resolved by payband_serving.source against the MLflow store of
---tracking-uri (default PAYBAND_SERVING_MLFLOW_TRACKING_URI) and served from that URI as a
+--tracking-uri (default PAYBAND_MLFLOW_TRACKING_URI) and served from that URI as a
 deployment serves it; the server must report the version resolved and its decision rule.
 --home DIR takes the tracking URI of the local stack in that PAYBAND_HOME (`payband demo` /
 `up`) the way `payband up` does (payband.stack.local_postgres): its PostgreSQL is started and
@@ -89,9 +89,9 @@ from _common import (
 from _report import Row, print_table, timed  # benchmarks/ is the script's directory
 
 from payband.home import Home
-from payband_contracts.cli_support import first_line
+from payband_contracts.database import redact
+from payband_contracts.errors import first_line
 from payband_contracts.model import DecisionRule, ModelSchema
-from payband_contracts.tracking import shown_uri
 from payband_serving.explain import Explainer
 from payband_serving.settings import ServingSettings
 from payband_serving.source import ModelSourceError, resolve
@@ -184,7 +184,7 @@ def registered(uri: str, tracking_uri: str, download_dir: Path) -> Served:
         registered_name=source.registered_name,
         version=source.version,
         run_id=source.run_id,
-        env={"PAYBAND_SERVING_MLFLOW_TRACKING_URI": tracking_uri},
+        env={"PAYBAND_MLFLOW_TRACKING_URI": tracking_uri},
     )
 
 
@@ -522,7 +522,7 @@ def main() -> None:
     registry = parser.add_mutually_exclusive_group()
     registry.add_argument(
         "--tracking-uri",
-        help="the MLflow store of --model-uri (default: PAYBAND_SERVING_MLFLOW_TRACKING_URI)",
+        help="the MLflow store of --model-uri (default: PAYBAND_MLFLOW_TRACKING_URI)",
     )
     registry.add_argument(
         "--home",
@@ -576,7 +576,7 @@ def main() -> None:
                 where = f"the local stack's, in {stack_home.root}"
             else:
                 tracking = args.tracking_uri or ServingSettings().mlflow_tracking_uri
-                where = shown_uri(tracking)
+                where = redact(tracking)
             served = registered(args.model_uri, tracking, home / "registered")
             booster, schema = load_bundle(served.folder)
             candidates = (

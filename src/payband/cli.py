@@ -10,7 +10,8 @@ from rich.console import Console
 
 from payband import __version__
 from payband.options import DemoOptions, UpOptions
-from payband_contracts.cli_support import add_version_option, fail, first_line
+from payband_contracts.cli_support import add_version_option, fail
+from payband_contracts.errors import first_line
 
 HELP = "payband: salary-band prediction built as a high-risk AI system under the EU AI Act."
 app = typer.Typer(

@@ -144,19 +144,18 @@ class Home:
             "no_proxy": _no_proxy(),
             "PAYBAND_HOME": str(self.root),
             "DAGSTER_HOME": str(self.dagster),
+            # Training, serving and monitoring: one MLflow store.
+            "PAYBAND_MLFLOW_TRACKING_URI": databases.mlflow,
             "PAYBAND_DATA_DATABASE_URL": databases.warehouse,
             "PAYBAND_DATA_STORE": "local",
             "PAYBAND_DATA_STORE_DIR": str(self.store),
             "PAYBAND_TRAINING_MLFLOW_ARTIFACT_ROOT": self.mlflow_artifacts.as_uri(),
             "PAYBAND_TRAINING_STUDY_STORAGE_URL": databases.warehouse,
-            "PAYBAND_TRAINING_MLFLOW_TRACKING_URI": databases.mlflow,
-            "PAYBAND_SERVING_MLFLOW_TRACKING_URI": databases.mlflow,
             # No image is built for a local run.
             "PAYBAND_SERVING_CONTAINER_ENGINE": "none",
             "PAYBAND_AUDIT_DATABASE_URL": databases.warehouse,
             "PAYBAND_GATEWAY_API_KEYS_FILE": str(self.key_hashes),
             "PAYBAND_MONITORING_DATABASE_URL": databases.warehouse,
-            "PAYBAND_MONITORING_MLFLOW_TRACKING_URI": databases.mlflow,
             "PAYBAND_MONITORING_STATE_DIR": str(self.monitoring),
         }
 

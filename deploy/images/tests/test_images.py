@@ -301,7 +301,7 @@ def test_serving_image_bundles_a_registered_version(images, mlflow_champion, tmp
         images["serving"]["tag"],
         "payband-serving", "bundle", "--no-image", "--output", "/tmp/bundles",
         "--model-uri", f"models:/{mlflow_champion.name}/{mlflow_champion.version}",
-        env={"PAYBAND_SERVING_MLFLOW_TRACKING_URI": mlflow_champion.uri},
+        env={"PAYBAND_MLFLOW_TRACKING_URI": mlflow_champion.uri},
         # The registry's artifacts are in this session's temporary directories (mode 700,
         # root's): mounted read-only, and read as root for that reason only.
         options=["--user", "0:0", "--volume", f"{artifacts}:{artifacts}:ro"],

@@ -150,7 +150,7 @@ def test_unreachable_database_is_one_line(environment, adult_raw_uri) -> None:
     unreachable = {**environment, "PAYBAND_DATA_DATABASE_URL": "postgresql://u@127.0.0.1:9/x"}
     result = payband_data(unreachable, "build", "--source", "adult")
     assert result.returncode == 2
-    assert result.stderr.startswith("error: cannot connect to postgresql://u@127.0.0.1:9/x")
+    assert result.stderr.startswith("error: cannot connect to the database at 127.0.0.1:9/x: ")
     assert len(result.stderr.strip().splitlines()) == 1
 
 

@@ -32,7 +32,7 @@ def env(registry, database: str, tmp_path: Path) -> dict[str, str]:
     return {
         "PAYBAND_AUDIT_DATABASE_URL": database,
         "PAYBAND_MONITORING_DATABASE_URL": database,
-        "PAYBAND_MONITORING_MLFLOW_TRACKING_URI": registry.uri,
+        "PAYBAND_MLFLOW_TRACKING_URI": registry.uri,
         "PAYBAND_MONITORING_STATE_DIR": str(tmp_path / "state"),
     }
 
@@ -130,8 +130,8 @@ def test_report_writes_a_file_and_stores_nothing(env, database, feed, like_refer
         ),
         (
             # Without a check first, MLflow would retry for minutes, logging each attempt.
-            {"PAYBAND_MONITORING_MLFLOW_TRACKING_URI": "postgresql://postgres@127.0.0.1:1/m"},
-            "error: cannot reach the MLflow database postgresql+psycopg://postgres@127.0.0.1:1/m: ",
+            {"PAYBAND_MLFLOW_TRACKING_URI": "postgresql://postgres@127.0.0.1:1/m"},
+            "error: cannot reach the MLflow database postgresql://postgres@127.0.0.1:1/m: ",
         ),
         (
             {"PAYBAND_MONITORING_CHAMPION_ALIAS": "nobody"},
@@ -194,5 +194,6 @@ def test_an_invalid_results_database_url_is_named_without_its_password(env):
 
     assert done.returncode == 2
     assert done.stderr == (
-        "error: invalid database URL: expected postgresql://user@host:port/dbname\n"
+        "error: invalid database URL 'postgresql://u:***@[x' "
+        "(expected postgresql://user@host:port/dbname or key=value pairs)\n"
     )

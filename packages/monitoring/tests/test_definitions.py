@@ -30,7 +30,7 @@ def env(registry, database: str, tmp_path: Path, monkeypatch) -> dict[str, str]:
     variables = {
         "PAYBAND_AUDIT_DATABASE_URL": database,
         "PAYBAND_MONITORING_DATABASE_URL": database,
-        "PAYBAND_MONITORING_MLFLOW_TRACKING_URI": registry.uri,
+        "PAYBAND_MLFLOW_TRACKING_URI": registry.uri,
         "PAYBAND_MONITORING_STATE_DIR": str(tmp_path / "state"),
     }
     for name, value in variables.items():

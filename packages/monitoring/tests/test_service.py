@@ -45,7 +45,10 @@ def test_the_service_exports_the_latest_run_and_shows_its_report(
     model = {"model": "salary-band", "version": "1"}
 
     with monitoring_server(
-        database_url=database, tracking_uri=registry.uri, state_dir=tmp_path / "state"
+        database_url=database,
+        tracking_uri=registry.uri,
+        state_dir=tmp_path / "state",
+        env={"PAYBAND_MLFLOW_TRACKING_URI": registry.uri},
     ) as server:
         ready = wait_ready(server)
         assert ready.status_code == 200, server.tail()
@@ -98,7 +101,10 @@ def test_a_failing_run_is_counted_and_the_loop_goes_on(registry, database, tmp_p
         database_url=database,
         tracking_uri=registry.uri,
         state_dir=tmp_path / "state",
-        env={"PAYBAND_MONITORING_CHAMPION_ALIAS": "nobody"},
+        env={
+            "PAYBAND_MLFLOW_TRACKING_URI": registry.uri,
+            "PAYBAND_MONITORING_CHAMPION_ALIAS": "nobody",
+        },
         interval_s=0.5,
     ) as server:
         deadline = time.monotonic() + 60
@@ -139,7 +145,7 @@ def test_serve_refuses_to_start_with_one_line(registry, database, tmp_path, vari
     env = {
         **os.environ,
         "PAYBAND_MONITORING_DATABASE_URL": database,
-        "PAYBAND_MONITORING_MLFLOW_TRACKING_URI": registry.uri,
+        "PAYBAND_MLFLOW_TRACKING_URI": registry.uri,
         "PAYBAND_MONITORING_STATE_DIR": str(tmp_path),
         **variables,
     }

@@ -50,7 +50,7 @@ def test_serves_a_registered_model_by_mlflow_uri(
 ) -> None:
     model: TinyModel = mlflow_registry.versions[version]
     with inference_server(
-        model_uri=uri, env={"PAYBAND_SERVING_MLFLOW_TRACKING_URI": mlflow_registry.tracking_uri}
+        model_uri=uri, env={"PAYBAND_MLFLOW_TRACKING_URI": mlflow_registry.tracking_uri}
     ) as server:
         described = metadata(server.url)
         assert described["versions"] == [version]
@@ -89,7 +89,7 @@ def test_an_unknown_alias_is_one_line(mlflow_registry) -> None:
         "serve",
         "--model-uri",
         "models:/salary-band@production",
-        env={"PAYBAND_SERVING_MLFLOW_TRACKING_URI": mlflow_registry.tracking_uri},
+        env={"PAYBAND_MLFLOW_TRACKING_URI": mlflow_registry.tracking_uri},
     )
     assert result.returncode == 2
     assert result.stderr.startswith("error: cannot resolve models:/salary-band@production: ")
@@ -106,7 +106,7 @@ def test_an_unknown_alias_is_one_line(mlflow_registry) -> None:
         ),
         (
             ["serve", "--model-uri", "models:/salary-band@champion"],
-            {"PAYBAND_SERVING_MLFLOW_TRACKING_URI": "postgresql+psycopg://u@127.0.0.1:9/mlflow"},
+            {"PAYBAND_MLFLOW_TRACKING_URI": "postgresql+psycopg://u@127.0.0.1:9/mlflow"},
             "error: cannot reach the MLflow database postgresql+psycopg://u@127.0.0.1:9/mlflow",
         ),
         (
@@ -122,7 +122,7 @@ def test_an_unknown_alias_is_one_line(mlflow_registry) -> None:
         (["serve", "--bundle", "/tmp"], {}, "error: /tmp is not a bundle"),
         (
             ["serve", "--model-uri", "models:/salary-band"],
-            {"PAYBAND_SERVING_MLFLOW_TRACKING_URI": "sqlite:///:memory:"},
+            {"PAYBAND_MLFLOW_TRACKING_URI": "sqlite:///:memory:"},
             "error: models:/salary-band names no version",
         ),
     ],
@@ -271,7 +271,7 @@ def test_model_settings_may_name_an_mlflow_uri(mlflow_registry, tmp_path: Path) 
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {
-        "PAYBAND_SERVING_MLFLOW_TRACKING_URI": mlflow_registry.tracking_uri,
+        "PAYBAND_MLFLOW_TRACKING_URI": mlflow_registry.tracking_uri,
         "TMPDIR": str(scratch),
     }
     with inference_server(bundle=folder, env=env) as server:
@@ -294,7 +294,7 @@ def test_a_password_in_the_tracking_uri_is_never_shown() -> None:
         "serve",
         "--model-uri",
         "models:/salary-band@champion",
-        env={"PAYBAND_SERVING_MLFLOW_TRACKING_URI": "http://alice:s3cret@127.0.0.1:9"},
+        env={"PAYBAND_MLFLOW_TRACKING_URI": "http://alice:s3cret@127.0.0.1:9"},
     )
     assert result.returncode == 2
     assert "s3cret" not in result.stderr + result.stdout

@@ -162,7 +162,7 @@ def test_an_unknown_alias_fails_the_bundle_in_one_line(settings) -> None:
 def test_dagster_loads_the_code_location_by_module(settings, tmp_path) -> None:
     """What a code server does: `dagster definitions validate -m payband_serving.definitions`."""
     env = {
-        "PAYBAND_SERVING_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "PAYBAND_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
         "PAYBAND_SERVING_BUNDLE_DIR": str(settings.bundle_dir),
         "PAYBAND_SERVING_CONTAINER_ENGINE": "none",
     }

@@ -40,7 +40,7 @@ def environment(postgres_module_database, mlflow_database, tmp_path_factory) -> 
         "PAYBAND_HOME": str(home),
         "PAYBAND_DATA_DATABASE_URL": url,
         "PAYBAND_TRAINING_STUDY_STORAGE_URL": url,
-        "PAYBAND_TRAINING_MLFLOW_TRACKING_URI": mlflow_database.url,
+        "PAYBAND_MLFLOW_TRACKING_URI": mlflow_database.url,
         "PAYBAND_TRAINING_CV_FOLDS": "2",
         "COLUMNS": "160",
     }
@@ -71,7 +71,7 @@ def test_train_registers_the_newest_adult_snapshot(environment) -> None:
     # The run and the registry, through MLflow itself.
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=environment["PAYBAND_TRAINING_MLFLOW_TRACKING_URI"])
+    client = MlflowClient(tracking_uri=environment["PAYBAND_MLFLOW_TRACKING_URI"])
     (version,) = client.search_model_versions("name = 'salary-band'")
     run = client.get_run(version.run_id)
     assert run.data.metrics["roc_auc"] == pytest.approx(auc, abs=1e-4)
@@ -113,7 +113,7 @@ def test_no_snapshot_of_a_source_is_one_line(environment) -> None:
 def test_mlflow_and_the_study_in_one_database_is_refused(environment) -> None:
     shared = {
         **environment,
-        "PAYBAND_TRAINING_MLFLOW_TRACKING_URI": environment["PAYBAND_TRAINING_STUDY_STORAGE_URL"],
+        "PAYBAND_MLFLOW_TRACKING_URI": environment["PAYBAND_TRAINING_STUDY_STORAGE_URL"],
     }
     result = payband_training(shared, "train", "--trials", "1")
     assert result.returncode == 2
@@ -157,7 +157,7 @@ def promote(store, *args: str) -> subprocess.CompletedProcess[str]:
     """payband-training promote against the store's MLflow."""
     environment = {
         **os.environ,
-        "PAYBAND_TRAINING_MLFLOW_TRACKING_URI": store.settings.mlflow_tracking_uri,
+        "PAYBAND_MLFLOW_TRACKING_URI": store.settings.mlflow_tracking_uri,
     }
     return payband_training(environment, "promote", *args)
 

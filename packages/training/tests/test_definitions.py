@@ -214,7 +214,7 @@ def test_dagster_loads_the_code_location_by_module(settings, data_settings, tmp_
         "PAYBAND_DATA_DATABASE_URL": data_settings.database_url,
         "PAYBAND_DATA_STORE_DIR": str(data_settings.store_dir),
         "PAYBAND_TRAINING_STUDY_STORAGE_URL": settings.study_storage_url,
-        "PAYBAND_TRAINING_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "PAYBAND_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
     }
     result = validate_code_location("payband_training.definitions", env, tmp_path / "dagster")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -13,6 +13,7 @@ import pytest
 from optuna.storages import InMemoryStorage, RDBStorage
 
 from payband_contracts import FEATURE_CATALOGUE, SalaryBands
+from payband_contracts.database import sqlalchemy_url
 from payband_contracts.model import DecisionRule
 from payband_training.features import FeaturesError, feature_frame
 from payband_training.mitigation import Mitigation
@@ -24,7 +25,6 @@ from payband_training.search import (
     default_study_name,
     fit_final,
     search,
-    storage_url,
 )
 from payband_training.settings import TrainingSettings
 
@@ -196,7 +196,7 @@ def test_workers_share_a_study_in_postgresql(synthetic_train, postgres_database)
 
     assert first.n_trials == 3
     assert second.n_trials == second.n_complete == 6
-    storage = RDBStorage(storage_url(url))
+    storage = RDBStorage(sqlalchemy_url(url))
     try:
         trials = optuna.load_study(study_name="shared", storage=storage).trials
     finally:
@@ -301,16 +301,6 @@ def test_fit_final_uses_protected_attributes_only_when_allowed(synthetic_train):
     assert not math.isnan(float(without.attr("best_iteration") or 0))
 
 
-def test_storage_url_picks_the_psycopg_driver():
-    assert (
-        storage_url("postgresql://u@127.0.0.1:5432/db")
-        == "postgresql+psycopg://u@127.0.0.1:5432/db"
-    )
-    assert storage_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
-    assert storage_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
-    assert storage_url("sqlite:///x.db") == "sqlite:///x.db"
-
-
 def test_an_unreachable_study_storage_is_a_clear_error_without_the_password(synthetic_train):
     with pytest.raises(SearchError, match="cannot open the study storage") as caught:
         run(
@@ -319,5 +309,5 @@ def test_an_unreachable_study_storage_is_a_clear_error_without_the_password(synt
             "nowhere",
             storage="postgresql://bob:hunter2@127.0.0.1:1/payband",
         )
-    assert "postgresql+psycopg://bob:***@127.0.0.1:1/payband" in str(caught.value)
+    assert "postgresql://bob:***@127.0.0.1:1/payband" in str(caught.value)
     assert "hunter2" not in str(caught.value)

@@ -13,12 +13,13 @@ import typer
 from pydantic import ValidationError
 
 from payband_audit import __version__
-from payband_audit.db import connect, first_line, require_migrated
+from payband_audit.db import connect, require_migrated
 from payband_audit.errors import AuditError
 from payband_audit.purge import purge_expired
 from payband_audit.settings import AuditSettings, check_retention
 from payband_audit.verify import verify_chain
 from payband_contracts.cli_support import add_version_option, fail
+from payband_contracts.errors import first_line
 
 app = typer.Typer(
     help="The audit log of payband: migrate, verify, purge and export.",

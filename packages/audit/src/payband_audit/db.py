@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
-from urllib.parse import quote
-
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import tuple_row
 
 from payband_audit.errors import AuditConfigError, AuditUnavailable
+from payband_contracts import database
+from payband_contracts.errors import first_line
 
 # Whatever the database's own defaults: timestamps and transactions the code expects.
 SESSION_OPTIONS = (
@@ -25,53 +24,17 @@ def with_options(conninfo: str, options: str) -> str:
     return f"{given} {options}" if given else options
 
 
-def first_line(error: BaseException) -> str:
-    """The most telling line of a (libpq) error message."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    # libpq puts the reason on the first line and hints ("Is the server running...") after.
-    return lines[0]
-
-
 def to_conninfo(url: str) -> str:
-    """A libpq connection string from a SQLAlchemy (`postgresql+psycopg://`) or libpq URL."""
-    conninfo = re.sub(r"^postgresql\+psycopg://", "postgresql://", url.strip())
+    """The libpq connection string of a database URL (any form payband_contracts.database
+    accepts); AuditConfigError, without the password, when libpq cannot read it."""
     try:
+        conninfo = database.conninfo(url)
         conninfo_to_dict(conninfo)
+    except database.DatabaseUrlError as error:
+        raise AuditConfigError(str(error)) from None
     except psycopg.ProgrammingError:
-        # libpq's message quotes the whole URL, password included: say it without it.
-        raise AuditConfigError(
-            f"invalid database URL {redact(url)}: expected postgresql://user@host:port/dbname"
-        ) from None
+        raise AuditConfigError(str(database.DatabaseUrlError.unreadable(url))) from None
     return conninfo
-
-
-def to_sqlalchemy_url(url: str) -> str:
-    """The URL in SQLAlchemy form with the psycopg 3 driver (for Alembic)."""
-    conninfo = to_conninfo(url)
-    if re.match(r"^postgres(ql)?://", conninfo):
-        return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", conninfo)
-    # A key=value conninfo: SQLAlchemy passes the query of an empty URL on to libpq.
-    params = conninfo_to_dict(conninfo)
-    query = "&".join(f"{quote(str(k))}={quote(str(v), safe='')}" for k, v in params.items())
-    return f"postgresql+psycopg:///?{query}"
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    url = re.sub(r"password\s*=\s*\S+", "password=***", url)
-    return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", url)
-
-
-def describe(conninfo: str) -> str:
-    """host:port/dbname of a connection string, for messages."""
-    try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError:
-        return redact(conninfo)
-    host, port = params.get("host", "localhost"), params.get("port", 5432)
-    return f"{host}:{port}/{params.get('dbname', '')}"
 
 
 def connect(
@@ -90,7 +53,8 @@ def connect(
         )
     except psycopg.OperationalError as error:
         raise AuditUnavailable(
-            f"cannot connect to the audit database at {describe(conninfo)}: {first_line(error)}"
+            f"cannot connect to the audit database at {database.describe(conninfo)}: "
+            f"{first_line(error)}"
         ) from None
     if role:
         try:

@@ -12,8 +12,10 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine, pool
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from payband_audit.db import describe, first_line, to_conninfo, to_sqlalchemy_url
+from payband_audit.db import to_conninfo
 from payband_audit.errors import AuditConfigError, AuditUnavailable
+from payband_contracts.database import describe, sqlalchemy_url
+from payband_contracts.errors import first_line
 
 VERSION_TABLE = "payband_audit_alembic_version"
 
@@ -26,9 +28,9 @@ def alembic_config(database_url: str) -> Config:
 
 
 def _unavailable(database_url: str, error: DBAPIError) -> AuditUnavailable:
-    detail = first_line(error.orig) if error.orig else first_line(error)
-    where = describe(to_conninfo(database_url))
-    return AuditUnavailable(f"cannot migrate the audit database at {where}: {detail}")
+    return AuditUnavailable(
+        f"cannot migrate the audit database at {describe(database_url)}: {first_line(error)}"
+    )
 
 
 @contextmanager
@@ -59,7 +61,7 @@ def downgrade(database_url: str, revision: str) -> None:
 
 def current_revision(database_url: str) -> str | None:
     """The revision the database is at, or None when it was never migrated."""
-    engine = create_engine(to_sqlalchemy_url(database_url), poolclass=pool.NullPool)
+    engine = create_engine(sqlalchemy_url(to_conninfo(database_url)), poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})

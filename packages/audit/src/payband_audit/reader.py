@@ -13,7 +13,7 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from payband_audit.db import connect, first_line, require_migrated
+from payband_audit.db import connect, require_migrated
 from payband_audit.errors import AuditConfigError, AuditUnavailable
 from payband_audit.settings import AuditSettings
 from payband_contracts import (
@@ -26,6 +26,7 @@ from payband_contracts import (
     RecordedOutcome,
     RecordedReview,
 )
+from payband_contracts.errors import first_line
 
 if TYPE_CHECKING:
     import pandas as pd

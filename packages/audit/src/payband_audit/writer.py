@@ -35,7 +35,7 @@ from payband_audit.chain import (
     chain_hash,
     content_of,
 )
-from payband_audit.db import SESSION_OPTIONS, describe, first_line, to_conninfo, with_options
+from payband_audit.db import SESSION_OPTIONS, to_conninfo, with_options
 from payband_audit.errors import (
     AuditConfigError,
     AuditError,
@@ -47,6 +47,8 @@ from payband_audit.errors import (
 )
 from payband_audit.settings import AuditSettings
 from payband_contracts import Candidate, ErrorBody, ModelRef, Outcome, Prediction, Review
+from payband_contracts.database import describe
+from payband_contracts.errors import first_line
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""What every payband command line shares: the --version option and one-line errors."""
+"""What every payband command line shares: the --version option and one-line errors.
+
+Only this module and the CLI import typer; the schema modules never do (a test checks).
+"""
 
 import socket
 from collections.abc import Callable
@@ -6,6 +9,8 @@ from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
+
+from payband_contracts.errors import first_line
 
 T = TypeVar("T")
 
@@ -36,14 +41,6 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """End the command with one `error: ...` line on stderr and exit `code`."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
-
-
-def first_line(error: BaseException) -> str:
-    """The first non-empty line of an exception's message (or its type's name)."""
-    for line in str(error).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(error).__name__
 
 
 def run_guarded(action: Callable[[], T], errors: tuple[type[BaseException], ...]) -> T:

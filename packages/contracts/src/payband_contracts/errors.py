@@ -1,4 +1,5 @@
-"""The error body of every 4xx and 5xx answer, and its construction from validation errors.
+"""The error body of every 4xx and 5xx answer, its construction from validation errors, and
+an exception's message in one line.
 
 Every field error names the field (a path such as `candidates[3].age`), the rule that was
 broken in words (the range, the allowed values, "required", ...) and a message.
@@ -63,6 +64,20 @@ _TYPE_RULES = {
     "json_invalid": "valid JSON",
     "json_type": "valid JSON",
 }
+
+
+def first_line(error: BaseException) -> str:
+    """An error's message in one line, for a message or a log: its first non-empty line,
+    stripped (libpq and MLflow put the reason first and hints after); the driver's own error
+    when ``error`` wraps one (SQLAlchemy's ``DBAPIError.orig``); the type's name when the
+    message is empty."""
+    wrapped = getattr(error, "orig", None)
+    if isinstance(wrapped, BaseException):
+        error = wrapped
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__
 
 
 def format_loc(loc: Sequence[str | int]) -> str:

@@ -2,7 +2,8 @@
 
 Training, serving and monitoring each talk to MLflow, which retries an unreachable database
 for about 100 s and a server for minutes, logging a warning each time. They ask here first
-and fail in one line.
+and fail in one line. A database store is opened with SQLAlchemy, imported only then: it
+comes with the ``tracking`` extra (``payband-contracts[tracking]``), which those packages ask for.
 """
 
 from __future__ import annotations
@@ -10,34 +11,16 @@ from __future__ import annotations
 import socket
 from urllib.parse import urlparse
 
-__all__ = ["shown_uri", "tracking_problem", "tracking_url"]
+from payband_contracts.database import redact, sqlalchemy_url
+from payband_contracts.errors import first_line
+
+__all__ = ["shown_uri", "tracking_problem"]
 
 # The SQLAlchemy backends MLflow's database store supports.
 _DATABASE_BACKENDS = {"postgresql", "sqlite", "mysql", "mssql"}
 
-
-def tracking_url(uri: str) -> str:
-    """The URI MLflow needs: postgresql:// would mean psycopg2, which is not installed;
-    psycopg 3 is."""
-    if uri.startswith("postgresql://"):
-        return "postgresql+psycopg://" + uri.removeprefix("postgresql://")
-    return uri
-
-
-def shown_uri(uri: str) -> str:
-    """A tracking URI fit for messages: a database password is hidden."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        return make_url(uri).render_as_string(hide_password=True)
-    except ArgumentError:
-        return uri
-
-
-def _reason(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+# Kept for callers not yet moved to payband_contracts.database.redact.
+shown_uri = redact
 
 
 def _server_problem(uri: str, timeout: float) -> str | None:
@@ -48,12 +31,13 @@ def _server_problem(uri: str, timeout: float) -> str | None:
             return None
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        return f"cannot reach the MLflow tracking server {shown_uri(uri)}: {reason}"
+        return f"cannot reach the MLflow tracking server {redact(uri)}: {reason}"
 
 
 def tracking_problem(uri: str, *, timeout: int = 10) -> str | None:
     """None when the tracking server or database answers (or the URI is neither, e.g. a
-    directory); else what is wrong, in one line."""
+    directory); else what is wrong, in one line. A ``postgresql://`` URI is tried with
+    psycopg 3, as MLflow is given it (``payband_contracts.database.sqlalchemy_url``)."""
     if urlparse(uri).scheme in ("http", "https"):
         return _server_problem(uri, timeout)
     import sqlalchemy
@@ -61,7 +45,7 @@ def tracking_problem(uri: str, *, timeout: int = 10) -> str | None:
     from sqlalchemy.pool import NullPool
 
     try:
-        url = sqlalchemy.engine.make_url(uri)
+        url = sqlalchemy.engine.make_url(sqlalchemy_url(uri))
     except ArgumentError:
         return None
     if url.get_backend_name() not in _DATABASE_BACKENDS:
@@ -70,11 +54,11 @@ def tracking_problem(uri: str, *, timeout: int = 10) -> str | None:
     try:
         engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args)
     except (SQLAlchemyError, ImportError) as error:
-        return f"cannot use the tracking URI {shown_uri(uri)}: {_reason(error)}"
+        return f"cannot use the tracking URI {redact(uri)}: {first_line(error)}"
     try:
         with engine.connect():
             return None
     except SQLAlchemyError as error:
-        return f"cannot reach the MLflow database {shown_uri(uri)}: {_reason(error)}"
+        return f"cannot reach the MLflow database {redact(uri)}: {first_line(error)}"
     finally:
         engine.dispose()

@@ -13,8 +13,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from payband_contracts.cli_support import add_version_option, fail
+from payband_contracts.errors import first_line
 from payband_data import __version__
-from payband_data.errors import DataError, first_line
+from payband_data.errors import DataError
 from payband_data.settings import DataSettings
 from payband_data.steps import SOURCES, parse_states
 from payband_data.store import DatasetVersion

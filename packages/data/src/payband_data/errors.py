@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from payband_contracts.cli_support import first_line
-
-__all__ = ["DataError", "first_line"]
+__all__ = ["DataError"]
 
 
 class DataError(Exception):

@@ -17,7 +17,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from payband_data.errors import DataError, first_line
+from payband_contracts.errors import first_line
+from payband_data.errors import DataError
 from payband_data.sources import SourceError
 from payband_data.sources.adult import ADULT_COLUMNS, ADULT_SPLITS, iter_adult_rows
 from payband_data.sources.pums import PUMS_COLUMNS

@@ -33,7 +33,7 @@ from dagster import (
 from pydantic import Field
 
 from payband_audit import AuditSettings
-from payband_contracts.cli_support import first_line
+from payband_contracts.errors import first_line
 from payband_monitoring.analysis import Analysis
 from payband_monitoring.errors import MonitoringError
 from payband_monitoring.report import pending, summary_lines

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from payband_contracts import FEATURE_CATALOGUE
-from payband_contracts.cli_support import first_line
+from payband_contracts.database import sqlalchemy_url
+from payband_contracts.errors import first_line
 from payband_contracts.model import (
     METADATA_FILE,
     REFERENCE_FILE,
@@ -25,7 +26,7 @@ from payband_contracts.model import (
     ModelSchema,
     ModelSchemaError,
 )
-from payband_contracts.tracking import tracking_problem, tracking_url
+from payband_contracts.tracking import tracking_problem
 from payband_monitoring.errors import MonitoringConfigError, MonitoringUnavailable
 from payband_monitoring.settings import MonitoringSettings
 
@@ -56,7 +57,7 @@ def _client(settings: MonitoringSettings) -> object:
         )
         from mlflow.tracking import MlflowClient
 
-    uri = tracking_url(settings.mlflow_tracking_uri)
+    uri = sqlalchemy_url(settings.mlflow_tracking_uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -65,7 +66,7 @@ def resolve_model(settings: MonitoringSettings) -> tuple[str, str, str]:
     from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import SQLAlchemyError
 
-    if problem := tracking_problem(tracking_url(settings.mlflow_tracking_uri)):
+    if problem := tracking_problem(settings.mlflow_tracking_uri):
         raise MonitoringUnavailable(problem)
     name = settings.model_name
     try:
@@ -81,7 +82,7 @@ def resolve_model(settings: MonitoringSettings) -> tuple[str, str, str]:
             raise MonitoringUnavailable(f"cannot reach the MLflow registry: {reason}") from None
         raise MonitoringConfigError(f"cannot resolve model {name!r} {which}: {reason}") from None
     except SQLAlchemyError as error:
-        reason = first_line(getattr(error, "orig", None) or error)
+        reason = first_line(error)
         raise MonitoringUnavailable(f"cannot reach the MLflow registry: {reason}") from None
     if not found.run_id:
         raise MonitoringConfigError(f"model {name!r} version {found.version} has no run")
@@ -136,7 +137,7 @@ def load_reference(
     import mlflow
 
     client = _client(settings)
-    uri = tracking_url(settings.mlflow_tracking_uri)
+    uri = sqlalchemy_url(settings.mlflow_tracking_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     settings.download_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from nannyml.exceptions import NannyMLException
 
 from payband_audit import AuditConfigError, AuditSettings, AuditUnavailable
 from payband_audit.reader import AuditReader
-from payband_contracts.cli_support import first_line
+from payband_contracts.errors import first_line
 from payband_monitoring.analysis import Analysis, analyse
 from payband_monitoring.errors import MonitoringConfigError, MonitoringError, MonitoringUnavailable
 from payband_monitoring.reference import WatchedModel, load_reference, resolve_model

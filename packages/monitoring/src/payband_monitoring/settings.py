@@ -1,4 +1,5 @@
-"""Configuration from PAYBAND_MONITORING_* environment variables (listed in the README)."""
+"""Configuration from PAYBAND_MONITORING_* environment variables and PAYBAND_MLFLOW_TRACKING_URI
+(listed in the README)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from payband_contracts.cli_support import settings_problems
-from payband_contracts.settings import payband_home
+from payband_contracts.settings import (
+    DEFAULT_MLFLOW_TRACKING_URI,
+    MlflowTrackingUri,
+    payband_home,
+)
 from payband_monitoring.errors import MonitoringConfigError
 
 if TYPE_CHECKING:
@@ -29,12 +34,17 @@ def _default_state_dir() -> Path:
 class MonitoringSettings(BaseSettings):
     """Every variable is listed in the package README."""
 
-    model_config = SettingsConfigDict(env_prefix="PAYBAND_MONITORING_", extra="ignore", frozen=True)
+    # validate_by_name: mlflow_tracking_uri, read from PAYBAND_MLFLOW_TRACKING_URI, is also
+    # given by its name in code.
+    model_config = SettingsConfigDict(
+        env_prefix="PAYBAND_MONITORING_", extra="ignore", frozen=True, validate_by_name=True
+    )
 
     # Where results are stored (schema ``monitoring``, migrated by `payband-monitoring migrate`).
     database_url: str = "postgresql://postgres@127.0.0.1:5432/payband"
-    # The model: its registry, its name (also the name MLServer serves it under) and alias.
-    mlflow_tracking_uri: str = "postgresql+psycopg://postgres@127.0.0.1:5432/mlflow"
+    # The model: its registry (PAYBAND_MLFLOW_TRACKING_URI, shared by every package), its name
+    # (also the name MLServer serves it under) and alias.
+    mlflow_tracking_uri: MlflowTrackingUri = DEFAULT_MLFLOW_TRACKING_URI
     model_name: str = "salary-band"
     champion_alias: str = "champion"
     # Analyse this registry version instead of the alias's.

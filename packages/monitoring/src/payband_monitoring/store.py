@@ -6,7 +6,6 @@ method): running again over the same records changes nothing, a grown chunk is r
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -17,11 +16,12 @@ from uuid import UUID
 import psycopg
 from psycopg.rows import dict_row
 
-from payband_contracts.cli_support import first_line
+from payband_contracts import database
+from payband_contracts.errors import first_line
 from payband_monitoring.analysis import Analysis
 from payband_monitoring.errors import MonitoringConfigError, MonitoringError, MonitoringUnavailable
 
-__all__ = ["VERSION_TABLE", "ResultStore", "current_revision", "migrate", "sqlalchemy_url"]
+__all__ = ["VERSION_TABLE", "ResultStore", "current_revision", "migrate"]
 
 VERSION_TABLE = "payband_monitoring_alembic_version"
 
@@ -46,52 +46,36 @@ VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
 """
 
 
-def conninfo(url: str) -> str:
-    """A libpq URL from a SQLAlchemy (``postgresql+psycopg://``) or libpq URL."""
-    return re.sub(r"^postgresql\+psycopg://", "postgresql://", url.strip())
-
-
-def sqlalchemy_url(url: str) -> str:
-    return re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", conninfo(url))
-
-
-def _where(url: str) -> str:
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(conninfo(url))
-    except psycopg.ProgrammingError:
-        return "(an invalid URL)"
-    host = params.get("host", "localhost")
-    return f"{host}:{params.get('port', 5432)}/{params.get('dbname', '')}"
-
-
 @contextmanager
 def _clear_errors(url: str, doing: str) -> Iterator[None]:
     try:
         yield
     except psycopg.OperationalError as error:
         raise MonitoringUnavailable(
-            f"cannot {doing} at {_where(url)}: {first_line(error)}"
+            f"cannot {doing} at {database.describe(url)}: {first_line(error)}"
         ) from None
     except psycopg.errors.UndefinedTable:
         raise MonitoringConfigError(
-            f"the monitoring schema is not migrated in {_where(url)}; "
+            f"the monitoring schema is not migrated in {database.describe(url)}; "
             "run `payband-monitoring migrate`"
         ) from None
     except psycopg.errors.InsufficientPrivilege as error:
         raise MonitoringConfigError(f"cannot {doing}: {first_line(error)}") from None
     except psycopg.Error as error:
-        raise MonitoringError(f"cannot {doing} at {_where(url)}: {first_line(error)}") from None
+        raise MonitoringError(
+            f"cannot {doing} at {database.describe(url)}: {first_line(error)}"
+        ) from None
 
 
 def _connect(url: str, timeout: int, **options: Any) -> psycopg.Connection[Any]:
     """A connection; an invalid URL is a MonitoringConfigError (libpq's own message would
     quote the URL, password included)."""
     try:
-        info = psycopg.conninfo.conninfo_to_dict(conninfo(url))
+        info = psycopg.conninfo.conninfo_to_dict(database.conninfo(url))
+    except database.DatabaseUrlError as error:
+        raise MonitoringConfigError(str(error)) from None
     except psycopg.ProgrammingError:
-        raise MonitoringConfigError(
-            "invalid database URL: expected postgresql://user@host:port/dbname"
-        ) from None
+        raise MonitoringConfigError(str(database.DatabaseUrlError.unreadable(url))) from None
     return psycopg.connect(**info, connect_timeout=timeout, **options)
 
 
@@ -108,9 +92,9 @@ def migrate(database_url: str, revision: str = "head") -> None:
     try:
         command.upgrade(config, revision)
     except DBAPIError as error:
-        reason = first_line(error.orig) if error.orig else first_line(error)
         raise MonitoringUnavailable(
-            f"cannot migrate the monitoring database at {_where(database_url)}: {reason}"
+            f"cannot migrate the monitoring database at {database.describe(database_url)}: "
+            f"{first_line(error)}"
         ) from None
     except (CommandError, ArgumentError, ValueError) as error:
         raise MonitoringConfigError(first_line(error)) from None

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from mlserver.settings import ModelSettings, Settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from payband_contracts.database import sqlalchemy_url
 from payband_contracts.errors import first_problem
 from payband_contracts.model import METADATA_FILE
 from payband_serving import __version__
@@ -42,7 +43,6 @@ from payband_serving.source import (
     ModelSourceError,
     is_mlflow_uri,
     load_booster,
-    tracking_url,
 )
 
 __all__ = [
@@ -170,7 +170,7 @@ def model_revision(source: ModelSource, *, tracking_uri: str) -> str | None:
     from mlflow.tracking import MlflowClient
 
     try:
-        run = MlflowClient(tracking_uri=tracking_url(tracking_uri)).get_run(source.run_id)
+        run = MlflowClient(tracking_uri=sqlalchemy_url(tracking_uri)).get_run(source.run_id)
     except MlflowException:
         return None
     return run.data.tags.get(GIT_COMMIT_TAG) or None

@@ -48,6 +48,7 @@ from mlserver.types import (
 from mlserver.utils import get_model_uri
 from prometheus_client import Histogram
 
+from payband_contracts.errors import first_line
 from payband_serving import __version__
 from payband_serving.explain import Explained, Explainer, InputError
 from payband_serving.settings import ServingSettings
@@ -269,7 +270,7 @@ class SalaryBandRuntime(MLModel):
         try:
             values = self._categories(item) if categorical else self._numbers(item)
         except (ValueError, TypeError, OverflowError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            reason = first_line(exc)
             raise InvalidRequest(
                 f"input {name!r} does not hold {rows} values of {datatype}: {reason}"
             ) from None

@@ -1,4 +1,5 @@
-"""Configuration from PAYBAND_SERVING_* environment variables; each is listed in the README."""
+"""Configuration from PAYBAND_SERVING_* environment variables and PAYBAND_MLFLOW_TRACKING_URI;
+each is listed in the README."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from payband_contracts.settings import payband_home
+from payband_contracts.settings import (
+    DEFAULT_MLFLOW_TRACKING_URI,
+    MlflowTrackingUri,
+    payband_home,
+)
 
 __all__ = ["ServingSettings"]
 
@@ -17,14 +22,19 @@ __all__ = ["ServingSettings"]
 class ServingSettings(BaseSettings):
     """Settings of the inference server and the serving pipeline."""
 
-    model_config = SettingsConfigDict(env_prefix="PAYBAND_SERVING_", extra="ignore", frozen=True)
+    # validate_by_name: mlflow_tracking_uri, read from PAYBAND_MLFLOW_TRACKING_URI, is also
+    # given by its name in code.
+    model_config = SettingsConfigDict(
+        env_prefix="PAYBAND_SERVING_", extra="ignore", frozen=True, validate_by_name=True
+    )
 
     # What to serve: an MLflow model URI (models:/name@alias, models:/name/version, runs:/...)
     # or a local model directory (booster.json + payband_model.json).
     model_uri: str = "models:/salary-band@champion"
     # The name clients use in V2 paths: /v2/models/<model_name>/infer.
     model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")] = "salary-band"
-    mlflow_tracking_uri: str = "postgresql+psycopg://postgres@127.0.0.1:5432/mlflow"
+    # The MLflow registry of models:/ URIs (PAYBAND_MLFLOW_TRACKING_URI, shared by every package).
+    mlflow_tracking_uri: MlflowTrackingUri = DEFAULT_MLFLOW_TRACKING_URI
 
     host: str = "127.0.0.1"
     http_port: Annotated[int, Field(ge=1, le=65_535)] = 8080

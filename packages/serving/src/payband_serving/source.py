@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,10 @@ from urllib.parse import urlparse
 
 import xgboost as xgb
 
+from payband_contracts.database import redact, sqlalchemy_url
+from payband_contracts.errors import first_line
 from payband_contracts.model import METADATA_FILE, ModelSchema, ModelSchemaError
-from payband_contracts.tracking import tracking_problem, tracking_url
+from payband_contracts.tracking import tracking_problem
 
 __all__ = [
     "ARTIFACTS_DIR",
@@ -30,9 +31,7 @@ __all__ = [
     "is_mlflow_uri",
     "load_booster",
     "model_folder",
-    "redact",
     "resolve",
-    "tracking_url",
 ]
 
 # Where MLflow keeps a pyfunc model's artifacts inside the model directory.
@@ -40,21 +39,13 @@ ARTIFACTS_DIR = "artifacts"
 MLFLOW_SCHEMES = ("models", "runs")
 # MLflow reads artifacts kept on S3 (MinIO in production) through boto3.
 _S3_SUPPORT = importlib.util.find_spec("boto3") is not None
-# A PostgreSQL tracking store is reached with psycopg 3 (payband_contracts.tracking_url).
+# A PostgreSQL tracking store is reached with psycopg 3 (payband_contracts.database.sqlalchemy_url).
 _POSTGRES_SUPPORT = importlib.util.find_spec("psycopg") is not None
 
 
-# user:password@ in any URL of a message (MLflow puts its request URLs into its errors).
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s]*):[^/@\s]*@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every URL in it replaced by ``***``."""
-    return _USERINFO.sub(r"\g<scheme>\g<user>:***@", text)
-
-
 class ModelSourceError(RuntimeError):
-    """The model cannot be found, fetched or read; one readable line, passwords redacted."""
+    """The model cannot be found, fetched or read; one readable line, passwords redacted
+    (MLflow puts its request URLs into its errors)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(redact(message))
@@ -189,7 +180,7 @@ def _registered(uri: str, client: object) -> tuple[str, str, str | None, str]:
         else:
             found = client.get_model_version(name, which)  # type: ignore[attr-defined]
     except MlflowException as exc:
-        reason = exc.message.strip().splitlines()[0]
+        reason = first_line(exc)
         raise ModelSourceError(f"cannot resolve {uri}: {reason}") from None
     return found.name, str(found.version), found.run_id, f"models:/{found.name}/{found.version}"
 
@@ -199,7 +190,7 @@ def resolve(uri: str, *, tracking_uri: str, download_dir: Path) -> ModelSource:
     if not is_mlflow_uri(uri):
         return _local(uri)
     _reference(uri)
-    tracking = tracking_url(tracking_uri)
+    tracking = sqlalchemy_url(tracking_uri)
     check_tracking_database(tracking)
     # MLflow is heavy: imported only for MLflow URIs, and after its warning is muted.
     _import_mlflow()
@@ -215,7 +206,7 @@ def resolve(uri: str, *, tracking_uri: str, download_dir: Path) -> ModelSource:
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=download_uri, dst_path=str(target))
     except (MlflowException, OSError) as exc:
-        reason = str(getattr(exc, "message", exc)).strip().splitlines()[0]
+        reason = first_line(exc)
         if not _S3_SUPPORT and "boto3" in reason:
             reason = "the artifacts are on S3, which needs boto3 installed"
         raise ModelSourceError(f"cannot download {download_uri}: {reason}") from None

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from payband_contracts import FEATURE_CATALOGUE, SalaryBands
+from payband_contracts.errors import first_line
 from payband_data.store import open_store
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def band_labels_of(metadata: Mapping[str, str]) -> tuple[str, ...]:
         edges = json.loads(text)
         return SalaryBands(edges_usd=tuple(edges)).labels
     except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
-        reason = str(exc).splitlines()[0]
+        reason = first_line(exc)
         raise FeaturesError(
             f"band_edges_usd {text!r} is not a list of band edges: {reason}"
         ) from None

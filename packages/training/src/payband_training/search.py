@@ -41,9 +41,10 @@ from optuna.storages import BaseStorage, InMemoryStorage, RDBStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
+from payband_contracts.database import redact, sqlalchemy_url
+from payband_contracts.errors import first_line
 from payband_contracts.model import DecisionRule
 from payband_training.cost import explanation_cost, max_cost_for
 from payband_training.evaluate import Evaluation, evaluate
@@ -198,12 +199,8 @@ class SearchResult:
         return [trial for trial in self.trials if trial.pareto]
 
 
-def storage_url(url: str) -> str:
-    """A PostgreSQL URL for SQLAlchemy with the psycopg 3 driver; other URLs unchanged."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url.removeprefix(prefix)
-    return url
+# Kept for callers not yet moved to payband_contracts.database.sqlalchemy_url.
+storage_url = sqlalchemy_url
 
 
 def _decision(trial: Trial, n_bands: int, favourable: int) -> DecisionRule:
@@ -433,13 +430,12 @@ def _open_storage(storage: str | BaseStorage | None) -> tuple[BaseStorage, bool]
     if storage is None:
         return InMemoryStorage(), True
     if isinstance(storage, str):
-        url = storage_url(storage)
         try:
-            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}), True
+            return RDBStorage(sqlalchemy_url(storage), engine_kwargs={"pool_pre_ping": True}), True
         except SQLAlchemyError as exc:
-            shown = make_url(url).render_as_string(hide_password=True)
-            reason = str(exc.orig if isinstance(exc, DBAPIError) else exc).splitlines()[0]
-            raise SearchError(f"cannot open the study storage {shown}: {reason}") from None
+            raise SearchError(
+                f"cannot open the study storage {redact(storage)}: {first_line(exc)}"
+            ) from None
     return storage, False
 
 

@@ -1,4 +1,5 @@
-"""Configuration from PAYBAND_TRAINING_* environment variables; each is listed in the README."""
+"""Configuration from PAYBAND_TRAINING_* environment variables and PAYBAND_MLFLOW_TRACKING_URI;
+each is listed in the README."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from payband_contracts.settings import DEFAULT_MLFLOW_TRACKING_URI, MlflowTrackingUri
 from payband_data.settings import payband_home
 from payband_training.mitigation import METHODS, Method
 
@@ -14,7 +16,11 @@ from payband_training.mitigation import METHODS, Method
 class TrainingSettings(BaseSettings):
     """Settings of a training run; read once per command or pipeline run."""
 
-    model_config = SettingsConfigDict(env_prefix="PAYBAND_TRAINING_", extra="ignore", frozen=True)
+    # validate_by_name: mlflow_tracking_uri, read from PAYBAND_MLFLOW_TRACKING_URI, is also
+    # given by its name in code.
+    model_config = SettingsConfigDict(
+        env_prefix="PAYBAND_TRAINING_", extra="ignore", frozen=True, validate_by_name=True
+    )
 
     seed: int = 20_261_127
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
@@ -40,8 +46,9 @@ class TrainingSettings(BaseSettings):
     bootstrap_samples: Annotated[int, Field(ge=0, le=100_000)] = 1000
     # Serving budget: a batch of 1,000 explanations, predicted from the model's size.
     max_explanation_ms: Annotated[float, Field(gt=0)] = 100.0
-    # MLflow: tracking and registry in PostgreSQL, artifacts in a directory or s3://bucket/prefix.
-    mlflow_tracking_uri: str = "postgresql+psycopg://postgres@127.0.0.1:5432/mlflow"
+    # MLflow: tracking and registry in PostgreSQL (PAYBAND_MLFLOW_TRACKING_URI, shared by every
+    # package), artifacts in a directory or s3://bucket/prefix.
+    mlflow_tracking_uri: MlflowTrackingUri = DEFAULT_MLFLOW_TRACKING_URI
     mlflow_artifact_root: str = Field(
         default_factory=lambda: (payband_home() / "mlflow-artifacts").as_uri()
     )

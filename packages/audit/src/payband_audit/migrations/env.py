@@ -5,16 +5,17 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from payband_audit.db import to_sqlalchemy_url
+from payband_audit.db import to_conninfo
 from payband_audit.migrate import VERSION_TABLE
 from payband_audit.settings import AuditSettings
+from payband_contracts.database import sqlalchemy_url
 
 config = context.config
 url = config.attributes.get("database_url") or AuditSettings().database_url
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(to_sqlalchemy_url(url), poolclass=pool.NullPool)
+    engine = create_engine(sqlalchemy_url(to_conninfo(url)), poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
             context.configure(

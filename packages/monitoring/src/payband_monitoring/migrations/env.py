@@ -5,15 +5,16 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
+from payband_contracts.database import conninfo, sqlalchemy_url
 from payband_monitoring.settings import MonitoringSettings
-from payband_monitoring.store import VERSION_TABLE, sqlalchemy_url
+from payband_monitoring.store import VERSION_TABLE
 
 config = context.config
 url = config.attributes.get("database_url") or MonitoringSettings().database_url
 
 
 def run_migrations_online() -> None:
-    engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
+    engine = create_engine(sqlalchemy_url(conninfo(url)), poolclass=pool.NullPool)
     try:
         with engine.connect() as connection:
             # In public, so that the first migration can drop the monitoring schema.
