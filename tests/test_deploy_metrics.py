@@ -232,7 +232,6 @@ def monitoring(
         database_url=audit_database.url,
         tracking_uri=mlflow_champion.uri,
         state_dir=tmp_path_factory.mktemp("monitoring"),
-        env={"PAYBAND_MLFLOW_TRACKING_URI": mlflow_champion.uri},
     ) as server:
         deadline = time.monotonic() + 120
         while http(f"{server.url}/readyz")[0] != 200:

@@ -48,7 +48,6 @@ def test_the_service_exports_the_latest_run_and_shows_its_report(
         database_url=database,
         tracking_uri=registry.uri,
         state_dir=tmp_path / "state",
-        env={"PAYBAND_MLFLOW_TRACKING_URI": registry.uri},
     ) as server:
         ready = wait_ready(server)
         assert ready.status_code == 200, server.tail()
@@ -101,10 +100,7 @@ def test_a_failing_run_is_counted_and_the_loop_goes_on(registry, database, tmp_p
         database_url=database,
         tracking_uri=registry.uri,
         state_dir=tmp_path / "state",
-        env={
-            "PAYBAND_MLFLOW_TRACKING_URI": registry.uri,
-            "PAYBAND_MONITORING_CHAMPION_ALIAS": "nobody",
-        },
+        env={"PAYBAND_MONITORING_CHAMPION_ALIAS": "nobody"},
         interval_s=0.5,
     ) as server:
         deadline = time.monotonic() + 60

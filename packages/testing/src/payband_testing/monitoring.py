@@ -35,7 +35,7 @@ def monitoring_server(
     settings = {
         "PAYBAND_AUDIT_DATABASE_URL": database_url,
         "PAYBAND_MONITORING_DATABASE_URL": database_url,
-        "PAYBAND_MONITORING_MLFLOW_TRACKING_URI": tracking_uri,
+        "PAYBAND_MLFLOW_TRACKING_URI": tracking_uri,
         "PAYBAND_MONITORING_STATE_DIR": str(state_dir),
         **(env or {}),
     }
