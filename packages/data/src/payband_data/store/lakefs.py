@@ -39,7 +39,7 @@ from lakefs_sdk import (
 )
 from lakefs_sdk.exceptions import ApiException, NotFoundException
 
-from payband_data.store import (
+from payband_data.store.base import (
     DatasetVersion,
     StoreError,
     VersionedStore,

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from payband_data.store import (
+from payband_data.store.base import (
     DatasetVersion,
     StoreError,
     VersionedStore,
