@@ -17,9 +17,9 @@ from mlflow import MlflowClient
 
 from payband_contracts import FEATURE_CATALOGUE, SalaryBands
 from payband_local.postgres import PostgresConnectionInfo
-from payband_training.registry import CARD_PATH_TAG, Registration, record_card, register
+from payband_training.card import CARD_PATH_TAG, write_card
+from payband_training.registry import Registration, record_card, register
 from payband_training.settings import TrainingSettings
-from payband_training.tracking import MODEL_CARD_FILE
 
 RAW_URI = "local://raw/adult@" + "0" * 64
 
@@ -117,9 +117,10 @@ class Store:
         registration = register(model_uri, run_id, metrics, self.settings, client=self.client)
         return Trained(registration, model_uri.removeprefix("models:/"), run_id)
 
-    def log_card(self, run_id: str, text: str) -> None:
-        """Log ``text`` as the run's model card, as training does."""
-        self.client.log_text(run_id, text, MODEL_CARD_FILE)
+    def log_card(self, version: str, text: str) -> str:
+        """Write ``text`` as the version's card, as registration does; its path."""
+        found = self.client.get_model_version(self.settings.model_name, version)
+        return write_card(self.client, found, text)
 
     def record_card(self, trained: Trained, text: str) -> str:
         """Record ``text`` as the card of the trained version, as registration does; its path."""
@@ -137,11 +138,9 @@ class Store:
         return sorted(item.path for item in self.client.list_artifacts(run_id, "model_cards"))
 
     def card(self, version: str) -> str:
-        """The version's current model card: the file its ``model_card.path`` tag names, or
-        its run's ``model_card.md`` when no card was recorded for the version."""
+        """The version's current model card: the file its ``model_card.path`` tag names."""
         found = self.client.get_model_version(self.settings.model_name, version)
-        path = found.tags.get(CARD_PATH_TAG, MODEL_CARD_FILE)
-        return self.artifact(found.run_id, path).decode("utf-8")
+        return self.artifact(found.run_id, found.tags[CARD_PATH_TAG]).decode("utf-8")
 
     def alias_version(self) -> str:
         registered = self.client.get_registered_model(self.settings.model_name)

@@ -86,9 +86,9 @@ def test_train_registers_the_newest_adult_snapshot(environment) -> None:
         else "no trial of the search met every gate on its validation folds"
     )
     assert searched in version.tags["gate.reasons"]
-    # The card the run wrote stays pending; the version's card states the registry's decision.
-    written = Path(client.download_artifacts(version.run_id, "model_card.md")).read_text()
-    assert "## Gate decision\n\nPending" in written
+    # The card is written once, with the registry's decision: no pending card in the run.
+    cards = [a.path for a in client.list_artifacts(version.run_id) if "card" in a.path]
+    assert cards == ["model_cards"]
     assert version.tags["model_card.path"] == "model_cards/version-1-registered.md"
     card = Path(client.download_artifacts(version.run_id, version.tags["model_card.path"]))
     assert hashlib.sha256(card.read_bytes()).hexdigest() == version.tags["model_card.sha256"]
@@ -179,7 +179,7 @@ def test_promote_refuses_a_version_that_failed_its_gates_in_one_line(store) -> N
 def test_promote_with_override_records_it_and_moves_the_champion(store) -> None:
     store.register(PASSED)
     unfair = store.register(UNFAIR)
-    store.log_card(unfair.run_id, "# Model card: salary-band\n")
+    registered = store.log_card("2", "# Model card: salary-band\n")
 
     result = promote(store, "2", "--override-gates", "--reason", REASON, "--by", "Jane Doe")
 
@@ -193,7 +193,7 @@ def test_promote_with_override_records_it_and_moves_the_champion(store) -> None:
     card = store.card("2")
     assert "- Why: " + REASON in card
     assert store.version_tags("2")["model_card.path"].startswith("model_cards/version-2-override-")
-    assert store.artifact(unfair.run_id, "model_card.md") == b"# Model card: salary-band\n"
+    assert store.artifact(unfair.run_id, registered) == b"# Model card: salary-band\n"
 
 
 def test_promote_moves_the_champion_to_a_version_that_passed(store) -> None:

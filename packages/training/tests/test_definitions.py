@@ -167,8 +167,8 @@ def test_job_trains_and_registers_the_newest_adult_snapshot(settings, data_setti
     assert "Pending" not in card, "the version's card states the registry's decision"
     assert split.train_uri in card
     assert BIAS_HEADING in card
-    written = Path(client.download_artifacts(model.run_id, "model_card.md")).read_text()
-    assert "## Gate decision\n\nPending" in written, "the run's own card is never overwritten"
+    cards = {item.path for item in client.list_artifacts(model.run_id, "model_cards")}
+    assert cards == {card_path}, "the card is written once, with the registry's decision"
 
     # Adult without sex and race still selects men far more often: the unmitigated model fails
     # the fairness gate. The parity penalty brings it above the gate, so the mitigated model
@@ -203,7 +203,8 @@ def test_job_trains_and_registers_the_newest_adult_snapshot(settings, data_setti
     assert run.data.tags["raw_uri"] == train.metadata["raw_uri"]
     assert run.data.tags["mlflow.source.git.commit"]
     artifacts = {item.path for item in client.list_artifacts(model.run_id)}
-    assert {"model_card.md", "model_cards", "reference.parquet", "shap", "search"} <= artifacts
+    assert {"model_cards", "reference.parquet", "shap", "search"} <= artifacts
+    assert "model_card.md" not in artifacts
     plots = {item.path for item in client.list_artifacts(model.run_id, "shap")}
     assert {"shap/importance.png", "shap/summary_band_1.png"} <= plots
 

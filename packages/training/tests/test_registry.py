@@ -19,7 +19,14 @@ import pytest
 
 from payband_contracts.model import DecisionRule
 from payband_training import registry
-from payband_training.card import BIAS_HEADING, BiasExamination
+from payband_training.card import (
+    BIAS_HEADING,
+    CARD_DIGEST_TAG,
+    CARD_PATH_TAG,
+    BiasExamination,
+    Override,
+    card_digest,
+)
 from payband_training.evaluate import (
     FAIRNESS_SUMMARIES,
     QUALITY_METRICS,
@@ -31,8 +38,6 @@ from payband_training.mitigation import Mitigation
 from payband_training.model import ModelSchema
 from payband_training.pipeline import TrainedModel, register_model
 from payband_training.registry import (
-    CARD_DIGEST_TAG,
-    CARD_PATH_TAG,
     CHAMPION_TAG,
     MODEL_DESCRIPTION,
     MODEL_ID_TAG,
@@ -43,9 +48,7 @@ from payband_training.registry import (
     OVERRIDE_REASON_TAG,
     OVERRIDE_TAG,
     GatesFailed,
-    Override,
     RegistryError,
-    card_digest,
     champion,
     promote,
     promote_with_override,
@@ -54,7 +57,6 @@ from payband_training.registry import (
 )
 from payband_training.search import DEFAULT_TREES, SearchResult, TrialConfig, TrialRecord
 from payband_training.settings import TrainingSettings
-from payband_training.tracking import MODEL_CARD_FILE
 
 ROC_AUC = "roc_auc"
 SEX_DI = fairness_metric_name("sex", "disparate_impact")
@@ -222,7 +224,6 @@ def test_an_unreachable_tracking_store_fails_fast_in_one_line() -> None:
     assert "secret" not in message
 
 
-TRAINING_CARD = "# Model card: salary-band\n\n## Gate decision\n\nPending: at registration.\n"
 CARD = "# Model card: salary-band version 2\n\n## Gate decision\n\nRejected: not champion.\n"
 REASON = "Demonstration: the fairness gate fails on the labels of UCI Adult themselves"
 UNFAIR = ("sex disparate impact 0.500 < 0.800", "race disparate impact 0.600 < 0.800")
@@ -242,11 +243,10 @@ def sha256(data: bytes) -> str:
 
 def champion_and_unfair(store):
     """Version 1 champion; version 2 with a better AUC, failing both fairness gates, with the
-    card its training run wrote and the card recorded at its registration."""
+    card recorded at its registration."""
     store.register(candidate_metrics(0.90))
     unfair = store.register(candidate_metrics(0.95, sex_di=0.5, race_di=0.6))
     assert not unfair.registration.promoted
-    store.log_card(unfair.run_id, TRAINING_CARD)
     assert store.record_card(unfair, CARD) == REGISTERED_CARD
     return unfair
 
@@ -260,8 +260,6 @@ def test_record_card_names_the_card_and_its_digest(store) -> None:
     assert recorded == CARD.encode("utf-8")
     assert tags[CARD_DIGEST_TAG] == sha256(recorded) == card_digest(CARD)
     assert store.card("2") == CARD
-    # The card the training run wrote stays as it was, beside the version's.
-    assert store.artifact(unfair.run_id, MODEL_CARD_FILE) == TRAINING_CARD.encode("utf-8")
     assert CARD_PATH_TAG not in store.version_tags("1")
 
     other = store.register(candidate_metrics(0.85))
@@ -338,7 +336,6 @@ def test_an_override_writes_a_new_card_and_moves_the_tags(store) -> None:
     before = store.artifact(unfair.run_id, REGISTERED_CARD)
     assert before == CARD.encode("utf-8")
     assert sha256(before) == registered[CARD_DIGEST_TAG] != tags[CARD_DIGEST_TAG]
-    assert store.artifact(unfair.run_id, MODEL_CARD_FILE) == TRAINING_CARD.encode("utf-8")
 
 
 class FrozenClock(datetime):
@@ -359,8 +356,7 @@ def test_a_second_override_replaces_the_override_section(
     assert first_path == "model_cards/version-2-override-20261207T120000Z.md"
     first_card = store.card("2")
     # Version 1 back (an override too: it regresses against version 2), then 2 again.
-    first_run = store.client.get_model_version(store.settings.model_name, "1").run_id
-    store.log_card(first_run, CARD)
+    store.log_card("1", CARD)
     promote_with_override("1", REASON, "payband demo", store.settings, client=store.client)
 
     again = promote_with_override(
@@ -401,7 +397,6 @@ def test_a_version_that_passes_is_promoted_without_an_override_record(store) -> 
     assert store.alias_version() == "1"
     assert OVERRIDE_TAGS.isdisjoint(store.version_tags("1"))
     assert CARD_PATH_TAG not in store.version_tags("1")
-    assert store.client.list_artifacts(first.run_id, MODEL_CARD_FILE) == []
     assert store.card_files(first.run_id) == []
 
     plain = promote("2", store.settings)
@@ -452,14 +447,16 @@ def test_an_override_without_a_model_card_records_nothing(store) -> None:
     store.register(candidate_metrics(0.90))
     unfair = store.register(candidate_metrics(0.95, sex_di=0.5))
 
-    with pytest.raises(RegistryError, match=f"no model_card.md in its run {unfair.run_id}"):
+    with pytest.raises(
+        RegistryError,
+        match=f"^version 2 has no model card in its run {unfair.run_id} to record the override",
+    ):
         promote_with_override("2", REASON, "payband demo", store.settings)
 
     assert store.alias_version() == "1"
     assert OVERRIDE_TAGS.isdisjoint(store.version_tags("2"))
 
     # A card tag naming a file the run lacks is refused the same way.
-    store.log_card(unfair.run_id, TRAINING_CARD)
     store.client.set_model_version_tag("salary-band", "2", CARD_PATH_TAG, "model_cards/gone.md")
     with pytest.raises(RegistryError, match=f"no model_cards/gone.md in its run {unfair.run_id}"):
         promote_with_override("2", REASON, "payband demo", store.settings)
@@ -609,13 +606,13 @@ def test_promoting_before_any_registration_is_refused(store) -> None:
 
 def test_overriding_for_the_champion_itself_records_nothing(store) -> None:
     rejected = store.register(candidate_metrics(0.90, sex_di=0.5))
-    store.log_card(rejected.run_id, CARD)
+    store.log_card("1", CARD)
     first = promote_with_override("1", REASON, "payband demo", store.settings)
     assert first.failed_reasons
     recorded = store.version_tags("1")
 
     cards = store.card_files(rejected.run_id)
-    assert len(cards) == 1
+    assert len(cards) == 2  # the registration's and the override's
 
     again = promote_with_override("1", REASON, "someone else", store.settings)
 

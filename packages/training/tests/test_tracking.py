@@ -1,7 +1,7 @@
 """One MLflow run per training, in a real MLflow on the embedded PostgreSQL: parameters,
 metrics, lineage (code revision, the raw and features versions and the split as inputs), the
-model, the card, the reference data, SHAP plots, the search's trials and Pareto front; and the
-same with artifacts in S3."""
+model, the reference data, SHAP plots, the search's trials and Pareto front; and the same with
+artifacts in S3. The model card as rendered from a training, and written at registration."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from payband_data.store import open_store
 from payband_local.ports import free_port
 from payband_local.postgres import PostgresConnectionInfo
 from payband_testing.s3 import S3Bucket
-from payband_training.card import BIAS_HEADING, BiasExamination, model_card
+from payband_training.card import BIAS_HEADING, CARD_PATH_TAG, BiasExamination, model_card
 from payband_training.evaluate import Evaluation, label_disparate_impact
 from payband_training.features import (
     BAND,
@@ -48,6 +48,7 @@ from payband_training.model import (
     ModelSchemaError,
     encode_inputs,
 )
+from payband_training.registry import record_card, register
 from payband_training.search import (
     SearchResult,
     TrialConfig,
@@ -59,7 +60,6 @@ from payband_training.settings import TrainingSettings
 from payband_training.split import TEST_FILE, commit_split, split
 from payband_training.tracking import (
     GIT_COMMIT_TAG,
-    MODEL_CARD_FILE,
     REFERENCE_FILE,
     REVISION_VARIABLE,
     STORE_SOURCE_TYPE,
@@ -204,6 +204,17 @@ class Training:
             "raw_uri": self.raw_uri,
         }
         return log_training(**(arguments | overrides))  # type: ignore[arg-type]
+
+    def card(self, bias: BiasExamination | None = None) -> str:
+        """The model card of this training, as the pipeline renders it (without a decision)."""
+        return model_card(
+            self.schema,
+            self.evaluation,
+            params=self.search.chosen.config.flat(self.schema.n_bands),
+            cv_roc_auc=self.search.best_value,
+            train_rows=len(self.train),
+            bias=bias,
+        )
 
     def probabilities(self) -> np.ndarray:
         """XGBoost's own probabilities of the test rows, through a DMatrix."""
@@ -560,20 +571,16 @@ def test_a_run_without_a_raw_version_has_no_raw_input(prepare: Callable[..., Tra
     assert mlflow.get_run(run_id).data.tags["raw_uri"] == ""
 
 
-def test_the_run_holds_the_card_reference_data_and_plots(
+def test_the_run_holds_the_reference_data_and_plots_but_no_card(
     prepare: Callable[..., Training], tmp_path: Path
 ) -> None:
     training = prepare()
     run_id = training.log().run_id
 
     listed = {item.path for item in mlflow.artifacts.list_artifacts(run_id=run_id)}
-    assert {MODEL_CARD_FILE, REFERENCE_FILE, "shap", "search"} <= listed
-    card = mlflow.artifacts.load_text(f"runs:/{run_id}/{MODEL_CARD_FILE}")
-    assert training.evaluation.fairness_table().strip() in card
-    for uri in (training.schema.features_uri, training.schema.train_uri, training.schema.test_uri):
-        assert f"`{uri}`" in card
-    assert "## Gate decision\n\nPending" in card
-    assert BIAS_HEADING not in card
+    assert {REFERENCE_FILE, "shap", "search"} <= listed
+    # The card states the gates' decision: registration writes it, once the gates decided.
+    assert not [path for path in listed if "card" in path]
 
     reference = pd.read_parquet(
         mlflow.artifacts.download_artifacts(
@@ -668,7 +675,7 @@ def test_the_card_examines_bias_before_and_after_mitigation(
     assert bias.before is not None
     run_id = training.log(bias=bias).run_id
 
-    card = mlflow.artifacts.load_text(f"runs:/{run_id}/{MODEL_CARD_FILE}")
+    card = training.card(bias=bias)
     sections = [line for line in card.splitlines() if line.startswith("## ")]
     assert sections.index(BIAS_HEADING) == sections.index("## Fairness") + 1
     examination = card.split(BIAS_HEADING, 1)[1].split("\n## ", 1)[0]
@@ -730,7 +737,7 @@ def test_a_three_band_run_has_one_shap_plot_per_band(prepare: Callable[..., Trai
         "shap/summary_band_2.png",
         "shap/importance.png",
     }
-    card = mlflow.artifacts.load_text(f"runs:/{run_id}/{MODEL_CARD_FILE}")
+    card = training.card()
     assert "| 1 | 30K-60K | more than 30,000, up to 60,000 |" in card
     assert "softmax over 3 bands" in card
 
@@ -801,6 +808,9 @@ def test_the_card_states_use_data_limits_and_the_gate_decision(
         decision=rejected,
     )
     assert card.startswith("# Model card: salary-band\n")
+    assert training.evaluation.fairness_table().strip() in card
+    for uri in (training.schema.features_uri, training.schema.train_uri, training.schema.test_uri):
+        assert f"`{uri}`" in card
     sections = [line for line in card.splitlines() if line.startswith("## ")]
     assert sections == [
         "## Intended use",
@@ -830,6 +840,10 @@ def test_the_card_states_use_data_limits_and_the_gate_decision(
         training.schema, training.evaluation, params=params, decision=GateDecision(True, [])
     )
     assert "Passed: the model may become champion." in passed
+    pending = training.card()
+    assert "## Gate decision\n\nPending" in pending
+    assert "Cross-validated ROC AUC of the chosen trial: 0.912." in pending
+    assert BIAS_HEADING not in pending
     examined = model_card(training.schema, training.evaluation, params=params, bias=training.bias())
     assert [line for line in examined.splitlines() if line.startswith("## ")] == [
         *sections[:5],
@@ -850,11 +864,17 @@ def test_an_s3_artifact_root_holds_the_run(
     training = prepare(
         mlflow_experiment="tracking-s3", mlflow_artifact_root=f"{s3_bucket.uri}/mlflow"
     )
-    run_id = training.log().run_id
+    logged = training.log()
+    run_id = logged.run_id
 
     run = mlflow.get_run(run_id)
     assert run.info.artifact_uri == f"{s3_bucket.uri}/mlflow/{run_id}/artifacts"
-    card = mlflow.artifacts.load_text(f"runs:/{run_id}/{MODEL_CARD_FILE}")
+    # The card goes to the run's artifacts in S3 too, when the version is registered.
+    registration = register(logged.model_uri, run_id, run.data.metrics, training.settings)
+    card_path = record_card(registration, run_id, training.card(), training.settings)
+    version = mlflow.MlflowClient().get_model_version(registration.name, registration.version)
+    assert version.tags[CARD_PATH_TAG] == card_path
+    card = mlflow.artifacts.load_text(f"runs:/{run_id}/{card_path}")
     assert f"`{training.schema.test_uri}`" in card
     client = s3_bucket.endpoint.client()
     try:
@@ -865,7 +885,7 @@ def test_an_s3_artifact_root_holds_the_run(
         }
     finally:
         client.close()
-    assert f"mlflow/{run_id}/artifacts/{MODEL_CARD_FILE}" in keys
+    assert f"mlflow/{run_id}/artifacts/{card_path}" in keys
     assert f"mlflow/{run_id}/artifacts/{REFERENCE_FILE}" in keys
     assert f"mlflow/{run_id}/artifacts/search/trials.csv" in keys
     assert f"mlflow/{run_id}/artifacts/search/pareto.png" in keys

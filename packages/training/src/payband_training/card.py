@@ -1,15 +1,24 @@
 """The model card: what a model is for, what it was trained on, how well and how fairly it does.
 
-Markdown, logged with every training run (``model_card.md``); written for the people who
-decide whether and how the model is used (EU AI Act Art. 11 and 13), not for engineers only.
-A version made champion despite failed gates gets an "Override" section (`with_override`).
+Markdown, written for the people who decide whether and how the model is used (EU AI Act
+Art. 11 and 13), not for engineers only. This module renders the card and is its one writer:
+a card is written once its content is final, when the gates have decided, as a new artifact
+of the version's run (``model_cards/version-<N>-registered.md``). A version made champion
+despite failed gates gets the card again with an "Override" section, as another artifact
+(``model_cards/version-<N>-override-<UTC time>.md``). A card is never overwritten; the
+version's ``model_card.path`` and ``model_card.sha256`` tags name its current card and that
+file's SHA-256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from payband_contracts import SalaryBands
@@ -21,12 +30,53 @@ from payband_training.mitigation import Mitigation
 from payband_training.model import ModelSchema
 
 if TYPE_CHECKING:
-    from payband_training.registry import Override
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
-__all__ = ["BIAS_HEADING", "OVERRIDE_HEADING", "BiasExamination", "model_card", "with_override"]
+__all__ = [
+    "BIAS_HEADING",
+    "CARDS_DIR",
+    "CARD_DIGEST_TAG",
+    "CARD_PATH_TAG",
+    "OVERRIDE_HEADING",
+    "BiasExamination",
+    "MissingCardError",
+    "Override",
+    "card_digest",
+    "model_card",
+    "read_card",
+    "with_override",
+    "write_card",
+]
 
 OVERRIDE_HEADING = "## Override"
 BIAS_HEADING = "## Bias examination and mitigation"
+# The version's current model card (an artifact path in its run) and that file's SHA-256.
+CARD_PATH_TAG = "model_card.path"
+CARD_DIGEST_TAG = "model_card.sha256"
+CARDS_DIR = "model_cards"
+
+
+class MissingCardError(Exception):
+    """The version has no model card in its run (none was written, or its file is gone)."""
+
+
+@dataclass(frozen=True)
+class Override:
+    """A version made champion by a person although it failed its gates, as
+    `payband_training.registry.promote_with_override` records it.
+
+    ``failed_reasons`` is empty when the version had passed its gates: nothing was overridden
+    then, and no override was recorded.
+    """
+
+    name: str
+    version: str
+    previous_champion: str | None
+    reason: str
+    actor: str
+    at: datetime
+    failed_reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -386,3 +436,50 @@ def with_override(card: str, override: Override) -> str:
         lines = lines[:start] + lines[end:]
     kept = "\n".join(lines).rstrip("\n")
     return f"{kept}\n\n" + "\n".join(_override(override)) + "\n"
+
+
+def card_digest(card: str) -> str:
+    """The SHA-256 of a card's text as logged (UTF-8), in hex."""
+    return hashlib.sha256(card.encode("utf-8")).hexdigest()
+
+
+def write_card(
+    client: MlflowClient, version: ModelVersion, card: str, *, override: Override | None = None
+) -> str:
+    """Log the version's card as a new artifact of its run, name it in the version's tags with
+    its digest, and return its path.
+
+    Without ``override`` it is the card of the registration; with one, ``card`` gets the
+    override's section (replacing an earlier one) and is named after the override's time.
+    A name already taken (two overrides within one second) gets ``-2``, ``-3``, ...: a card
+    is never overwritten. MLflow's errors are the caller's to translate.
+    """
+    stem = f"{CARDS_DIR}/version-{version.version}-registered"
+    if override is not None:
+        card = with_override(card, override)
+        stem = f"{CARDS_DIR}/version-{version.version}-override-{override.at:%Y%m%dT%H%M%SZ}"
+    taken = {item.path for item in client.list_artifacts(version.run_id, CARDS_DIR)}
+    path, copy = f"{stem}.md", 1
+    while path in taken:
+        copy += 1
+        path = f"{stem}-{copy}.md"
+    client.log_text(version.run_id, card, path)
+    # Tagged after the file exists: the tags never name a card that is not there.
+    client.set_model_version_tag(version.name, version.version, CARD_PATH_TAG, path)
+    client.set_model_version_tag(version.name, version.version, CARD_DIGEST_TAG, card_digest(card))
+    return path
+
+
+def read_card(client: MlflowClient, version: ModelVersion) -> str:
+    """The version's current card, the file its ``model_card.path`` tag names;
+    `MissingCardError` if it has none. MLflow's errors are the caller's to translate."""
+    path = version.tags.get(CARD_PATH_TAG)
+    where = f"in its run {version.run_id or '(none)'}"
+    if path is None or not version.run_id:
+        raise MissingCardError(f"version {version.version} has no model card {where}")
+    folder = path.rpartition("/")[0] or None
+    if path not in {artifact.path for artifact in client.list_artifacts(version.run_id, folder)}:
+        raise MissingCardError(f"version {version.version} has no {path} {where}")
+    with tempfile.TemporaryDirectory() as directory:
+        downloaded = client.download_artifacts(version.run_id, path, directory)
+        return Path(downloaded).read_text(encoding="utf-8")

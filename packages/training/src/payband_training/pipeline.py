@@ -3,8 +3,8 @@
 read -> split (committed to the versioned store) -> multi-objective Optuna search (accuracy
 against fairness, with mitigation) -> final fit -> evaluation with bootstrap intervals, before
 and after mitigation -> MLflow run (params, metrics, data inputs, model, SHAP plots, the
-search's trials and Pareto front, model card, reference data) -> registry version, promoted to
-`champion` only if the gates pass.
+search's trials and Pareto front, reference data) -> registry version, promoted to `champion`
+only if the gates pass -> the version's model card, written once, with the gates' decision.
 `train` chains the public steps below; the Dagster code location (`definitions`) runs each
 step as an asset. Neither holds logic of its own.
 """
@@ -334,8 +334,8 @@ def register_model(
     *,
     progress: Progress = _quiet,
 ) -> Registration:
-    """Register the recorded model (champion only if the gates pass); record the card of
-    the version, with the decision, as a new artifact of its run."""
+    """Register the recorded model (champion only if the gates pass), then write the
+    version's model card, the gates' decision in it, as a new artifact of its run."""
     registration = register(trained.model_uri, trained.run_id, trained.metrics, settings)
     record_card(
         registration,

@@ -11,22 +11,18 @@ lowered: a version that failed them becomes champion only through `promote_with_
 which records who overrode them, when, why and which gates failed, as `gate.override*` tags on
 the version and as an "Override" section of its model card, before moving the alias.
 
-Model cards are never overwritten: the run's ``model_card.md`` is the card as the run wrote it;
-the card of a registered version (`record_card`) and each card with an override are new
-artifacts of the run under ``model_cards/``, and the version's ``model_card.path`` and
-``model_card.sha256`` tags name the current one and its SHA-256 digest.
+The card itself, its files and the tags naming them are `payband_training.card`'s: `record_card`
+writes a new version's card once the gates have decided, an override writes it again with the
+override's section.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import sqlalchemy
@@ -43,11 +39,11 @@ from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from sqlalchemy.exc import SQLAlchemyError
 
 from payband_training import gates
-from payband_training.card import with_override
+from payband_training.card import MissingCardError, Override, read_card, write_card
 from payband_training.gates import GateDecision
 from payband_training.search import storage_url
 from payband_training.settings import TrainingSettings
-from payband_training.tracking import MODEL_CARD_FILE, check_database
+from payband_training.tracking import check_database
 
 CHAMPION_TAG = "gate.champion_version"
 NO_CHAMPION = "none"
@@ -60,10 +56,6 @@ OVERRIDE_BY_TAG = "gate.override_by"
 OVERRIDE_AT_TAG = "gate.override_at"
 OVERRIDE_PREVIOUS_TAG = "gate.override_previous_champion"
 MIN_OVERRIDE_REASON_LENGTH = 20
-# The version's current model card (an artifact path in its run) and that file's SHA-256.
-CARD_PATH_TAG = "model_card.path"
-CARD_DIGEST_TAG = "model_card.sha256"
-CARDS_DIR = "model_cards"
 MODEL_DESCRIPTION = (
     "Salary-band classifiers trained by payband_training. Every trained model is a version; "
     "the champion alias marks the version that passed the quality, fairness and "
@@ -165,23 +157,6 @@ class Promotion:
     previous_champion: str | None
 
 
-@dataclass(frozen=True)
-class Override:
-    """A promotion as recorded by `promote_with_override`.
-
-    ``failed_reasons`` is empty when the version had passed its gates: nothing was overridden
-    then, and no override was recorded.
-    """
-
-    name: str
-    version: str
-    previous_champion: str | None
-    reason: str
-    actor: str
-    at: datetime
-    failed_reasons: tuple[str, ...]
-
-
 def promote(
     version: str, settings: TrainingSettings, *, client: MlflowClient | None = None
 ) -> Promotion:
@@ -258,16 +233,16 @@ def promote_with_override(
         failed_reasons=_failed_now(client, settings, found, previous),
     )
     if override.failed_reasons:
-        # Read before anything changes: a run without a card fails here, with nothing recorded.
-        card = current_card(client, found)
+        # Read before anything changes: a version without a card fails here, with nothing
+        # recorded.
+        with _translated(f"read the model card of run {found.run_id}"):
+            try:
+                card = read_card(client, found)
+            except MissingCardError as missing:
+                raise RegistryError(f"{missing} to record the override in") from missing
         _tag_override(client, override)
-        stamp = override.at.strftime("%Y%m%dT%H%M%SZ")
-        _log_card(
-            client,
-            found,
-            with_override(card, override),
-            f"{CARDS_DIR}/version-{override.version}-override-{stamp}",
-        )
+        with _translated(f"log the model card of run {found.run_id}"):
+            write_card(client, found, card, override=override)
     _move_alias(client, settings, override.version)
     return override
 
@@ -280,8 +255,8 @@ def record_card(
     *,
     client: MlflowClient | None = None,
 ) -> str:
-    """Log the card of a newly registered version as a new artifact of its run and name it,
-    with its digest, in the version's tags; the artifact path."""
+    """Write the card of a newly registered version, the gates' decision in it
+    (`payband_training.card.write_card`); the artifact path."""
     client = _connected(settings, client)
     with _translated(f"read version {registration.version} of {registration.name!r}"):
         found = client.get_model_version(registration.name, registration.version)
@@ -290,30 +265,8 @@ def record_card(
             f"version {registration.version} of {registration.name!r} belongs to run "
             f"{found.run_id}, not {run_id}"
         )
-    return _log_card(client, found, card, f"{CARDS_DIR}/version-{registration.version}-registered")
-
-
-def _log_card(client: MlflowClient, version: ModelVersion, card: str, stem: str) -> str:
-    """Log the card as ``<stem>.md``, or ``<stem>-2.md``, ... when that name is taken (two
-    overrides within one second): a card is never overwritten."""
-    with _translated(f"log the model card of run {version.run_id}"):
-        taken = {item.path for item in client.list_artifacts(version.run_id, CARDS_DIR)}
-        path, copy = f"{stem}.md", 1
-        while path in taken:
-            copy += 1
-            path = f"{stem}-{copy}.md"
-        client.log_text(version.run_id, card, path)
-        # Tagged after the file exists: the tags never name a card that is not there.
-        client.set_model_version_tag(version.name, version.version, CARD_PATH_TAG, path)
-        client.set_model_version_tag(
-            version.name, version.version, CARD_DIGEST_TAG, card_digest(card)
-        )
-    return path
-
-
-def card_digest(card: str) -> str:
-    """The SHA-256 of a card's text as logged (UTF-8), in hex."""
-    return hashlib.sha256(card.encode("utf-8")).hexdigest()
+    with _translated(f"log the model card of run {run_id}"):
+        return write_card(client, found, card)
 
 
 def champion(settings: TrainingSettings, client: MlflowClient | None = None) -> ModelVersion | None:
@@ -378,26 +331,6 @@ def _existing_version(
                 raise
             raise unknown from error
     return _alias_version(registered, alias), found
-
-
-def current_card(client: MlflowClient, version: ModelVersion) -> str:
-    """The version's current model card (``model_card.path``, else the run's
-    ``model_card.md``); RegistryError if the run has none."""
-    path = version.tags.get(CARD_PATH_TAG, MODEL_CARD_FILE)
-    missing = RegistryError(
-        f"version {version.version} has no {path} in its run "
-        f"{version.run_id or '(none)'} to record the override in"
-    )
-    if not version.run_id:
-        raise missing
-    with _translated(f"read the model card of run {version.run_id}"):
-        folder = path.rpartition("/")[0] or None
-        listed = {artifact.path for artifact in client.list_artifacts(version.run_id, folder)}
-        if path not in listed:
-            raise missing
-        with tempfile.TemporaryDirectory() as directory:
-            downloaded = client.download_artifacts(version.run_id, path, directory)
-            return Path(downloaded).read_text(encoding="utf-8")
 
 
 def _tag_override(client: MlflowClient, override: Override) -> None:

@@ -5,8 +5,9 @@ that shaped the training, the evaluation's metrics, its lineage (the code revisi
 trained from as ``mlflow.source.git.commit``; the raw data version, the features snapshot and
 the train and test parts as dataset inputs with their versioned-store URIs as source), the
 model (``payband_training.model``), SHAP summary plots from XGBoost's exact TreeSHAP, the
-search's trials and Pareto front (``payband_training.front``), the model card and the
-reference data for monitoring.
+search's trials and Pareto front (``payband_training.front``) and the reference data for
+monitoring. The model card is not written here: it states the gates' decision, so
+registration writes it (``payband_training.card``).
 
 MLflow's telemetry is switched off by ``payband_training/__init__.py``, which runs before
 this module imports mlflow.
@@ -50,11 +51,11 @@ from payband_contracts.tracking import shown_uri, tracking_problem
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
 from payband_training import __version__
-from payband_training.card import BiasExamination, model_card
+from payband_training.card import BiasExamination
 from payband_training.evaluate import Evaluation
 from payband_training.features import BAND, FEATURES
 from payband_training.front import FRONT_DIR, PLOT_FILE, TRIALS_FILE, trials_table, write_front_plot
-from payband_training.gates import SEARCH_FEASIBLE, GateDecision
+from payband_training.gates import SEARCH_FEASIBLE
 from payband_training.model import (
     ModelSchema,
     check_booster,
@@ -67,7 +68,6 @@ from payband_training.search import SearchResult, storage_url
 from payband_training.settings import TrainingSettings
 
 __all__ = [
-    "MODEL_CARD_FILE",
     "REFERENCE_FILE",
     "SHAP_DIR",
     "STORE_SOURCE_TYPE",
@@ -86,7 +86,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MODEL_CARD_FILE = "model_card.md"
 SHAP_DIR = "shap"
 SHAP_IMPORTANCE_FILE = "importance.png"
 STORE_SOURCE_TYPE = "payband_store"
@@ -516,7 +515,6 @@ def log_training(
     evaluation: Evaluation,
     train: pd.DataFrame,
     test: pd.DataFrame,
-    decision: GateDecision | None = None,
     run_name: str | None = None,
     bias: BiasExamination | None = None,
     extra_metrics: Mapping[str, float] | None = None,
@@ -526,8 +524,8 @@ def log_training(
 
     ``model`` is the final fit on ``train``; ``evaluation`` its result on ``test`` (both typed
     by ``feature_frame``, with record_id); ``schema.train_uri``/``test_uri`` name their store
-    versions. ``decision`` fills the model card's gate section ("pending" without it);
-    ``bias`` its bias section; ``extra_metrics`` (explanation cost) are logged with the model;
+    versions. ``bias`` brings the metrics of the best trial without mitigation (logged as
+    ``unmitigated_*``); ``extra_metrics`` (explanation cost) are logged with the model;
     ``raw_uri`` is the raw data version the features were built from.
     """
     booster = model if isinstance(model, xgb.Booster) else model.get_booster()
@@ -548,16 +546,6 @@ def log_training(
         GIT_COMMIT_TAG: code_revision(),
         "raw_uri": raw_uri or "",
     }
-    card = model_card(
-        schema,
-        evaluation,
-        params=search.chosen.config.flat(schema.n_bands),
-        cv_roc_auc=search.best_value,
-        train_rows=len(train),
-        decision=decision,
-        title=settings.model_name,
-        bias=bias,
-    )
     trials = trials_table(search, schema.n_bands)
     reference = reference_frame(booster, schema, test)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
@@ -590,7 +578,6 @@ def log_training(
                 for name, value in bias.before.metrics().items()
             }
             mlflow.log_metrics(before)
-        mlflow.log_text(card, MODEL_CARD_FILE)
         with tempfile.TemporaryDirectory(prefix="payband-run-") as tmp:
             reference_path = Path(tmp) / REFERENCE_FILE
             reference.to_parquet(reference_path, index=False)
