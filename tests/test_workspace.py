@@ -201,3 +201,126 @@ def test_member_runs_with_only_its_own_dependencies(name: str):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == pyproject(ROOT / "packages" / name)["project"]["version"]
+
+
+def source_modules(roots: list[Path]) -> dict[str, Path]:
+    """Every module of the payband packages under ``roots``: dotted name -> file."""
+    modules: dict[str, Path] = {}
+    for root in roots:
+        for package in sorted(root.glob("payband*")):
+            for path in sorted(package.rglob("*.py")):
+                parts = path.relative_to(root).with_suffix("").parts
+                modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _import_nodes(node: ast.AST) -> list[ast.Import | ast.ImportFrom]:
+    """Every import statement under ``node``, in functions too, but not under TYPE_CHECKING
+    (those never run)."""
+    if isinstance(node, ast.Import | ast.ImportFrom):
+        return [node]
+    found: list[ast.Import | ast.ImportFrom] = []
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _is_type_checking(child.test):
+            for other in child.orelse:
+                found += _import_nodes(other)
+        else:
+            found += _import_nodes(child)
+    return found
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the payband modules it imports; ``from pkg import name`` counts as an import
+    of ``pkg.name`` when that is a module, of ``pkg`` otherwise."""
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        imported: set[str] = set()
+        for node in _import_nodes(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+                continue
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                imported.add(submodule if submodule in modules else base)
+        graph[module] = {name for name in imported if name in modules and name != module}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while (member := stack.pop()) != module:
+                component.append(member)
+            if component:
+                found.append(sorted([module, *component]))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(found)
+
+
+def test_the_import_graph_sees_relative_imports_and_imports_in_functions(tmp_path: Path):
+    package = tmp_path / "payband_demo"
+    (package / "store").mkdir(parents=True)
+    sources = {
+        "__init__.py": "",
+        "store/__init__.py": "def open_store():\n    from .local import Local\n",
+        "store/local.py": "from . import base\nfrom payband_demo.store import Base\n",
+        "store/base.py": "import typing\nif typing.TYPE_CHECKING:\n    from .. import cli\n",
+        "cli.py": "import payband_demo.store.base\nfrom .store.base import Base\n",
+    }
+    for name, text in sources.items():
+        (package / name).write_text(text)
+    graph = import_graph(source_modules([tmp_path]))
+    assert graph == {
+        "payband_demo": set(),
+        "payband_demo.cli": {"payband_demo.store.base"},
+        "payband_demo.store": {"payband_demo.store.local"},
+        "payband_demo.store.base": set(),
+        "payband_demo.store.local": {"payband_demo.store", "payband_demo.store.base"},
+    }
+    assert cycles(graph) == [["payband_demo.store", "payband_demo.store.local"]]
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = import_graph(source_modules([*sorted((ROOT / "packages").glob("*/src")), ROOT / "src"]))
+    assert "payband_training.registry" in graph["payband_training.pipeline"]
+    problems = [
+        " <-> ".join(component)
+        + " ("
+        + ", ".join(
+            f"{module} -> {target}"
+            for module in component
+            for target in sorted(graph[module] & set(component))
+        )
+        + ")"
+        for component in cycles(graph)
+    ]
+    assert not problems, "import cycles: " + "; ".join(problems)
