@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from payband.home import LOOPBACK, Home, Ports
+from payband_contracts.errors import first_line
 from payband_local.ports import free_port
 from payband_local.process import (
     ServerProcess,
@@ -250,7 +251,7 @@ class Stack:
         except ServiceError:
             raise
         except RuntimeError as error:  # wait_until_ready's: exited, or not ready in time
-            what = str(error).splitlines()[0].rstrip(":")
+            what = first_line(error).rstrip(":")
             last = next(
                 (line for line in reversed(process.tail().splitlines()) if line.strip()), ""
             )

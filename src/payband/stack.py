@@ -16,7 +16,7 @@ from rich.console import Console
 from payband.home import Databases, Home
 from payband.lifecycle import LifecycleError
 from payband.services import signals_held
-from payband_contracts.cli_support import first_line
+from payband_contracts.errors import first_line
 from payband_local.cluster import LocalPostgres, LocalPostgresError
 
 __all__ = ["DATABASES", "LOCK_FILE", "launcher", "local_postgres", "lock_home"]
