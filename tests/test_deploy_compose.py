@@ -1,7 +1,7 @@
 """deploy/compose.yaml, statically: it is a valid Compose file, every variable comes from
 deploy/.env.example and every secret is required there, it agrees with Prometheus, Grafana
 and the Dagster code locations, every PAYBAND_* variable it sets is a real setting, and our
-images are built from their Dockerfiles. No container engine, no network."""
+images are built from the one image recipe. No container engine, no network."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ PORTS = {
     "prometheus": {9090},
     "grafana": {3000},
 }
-# Our images: payband-<package>, built from packages/<package>/Dockerfile.
+# Our images: payband-<package>, built from deploy/images/Dockerfile with PACKAGE=<package>.
 PACKAGES = ["contracts", "data", "training", "serving", "gateway", "audit", "monitoring"]
 PACKAGES += ["orchestration"]
 OUR_IMAGE = re.compile(r"^payband-(?P<package>[a-z]+):\$\{PAYBAND_VERSION:-[0-9][^}]*\}$")
@@ -742,10 +742,10 @@ def test_a_misspelt_or_wrong_variable_would_be_caught() -> None:
     assert not field_errors(OrchestrationSettings, {"code_locations": "data=dagster-data:4000"})
 
 
-# 5. Our images are built from their Dockerfiles
+# 5. Our images are built from the one recipe
 
 
-def test_our_images_are_built_from_their_dockerfiles(services: dict[str, dict[str, Any]]) -> None:
+def test_our_images_are_built_from_the_one_recipe(services: dict[str, dict[str, Any]]) -> None:
     built = set()
     for name, service in services.items():
         image = service["image"]
@@ -758,9 +758,11 @@ def test_our_images_are_built_from_their_dockerfiles(services: dict[str, dict[st
         build = service.get("build")
         assert build, f"{name} uses {image} without a build"
         assert (DEPLOY / build["context"]).resolve() == ROOT, name
-        assert build["dockerfile"] == f"packages/{package}/Dockerfile", name
+        assert build["dockerfile"] == "deploy/images/Dockerfile", name
+        assert build["args"]["PACKAGE"] == package, f"{name}: builds another package's image"
         dockerfile = ROOT / build["dockerfile"]
         assert dockerfile.is_file(), f"{name}: {build['dockerfile']} does not exist yet"
+        assert f"FROM runtime AS payband-{package}\n" in dockerfile.read_text(), name
         built.add(package)
     # Everything but contracts (a CLI of schemas) runs here.
     assert built == set(PACKAGES) - {"contracts"}

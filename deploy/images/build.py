@@ -2,8 +2,11 @@
 
     uv run python deploy/images/build.py [PACKAGE ...] [--base-image IMAGE] [--report FILE]
 
-Each package's ``packages/<name>/Dockerfile`` is built from the repository root with:
+Every image is built from the one recipe, ``deploy/images/Dockerfile``, with the repository
+root as context; the packages with an image are that file's per-package sections
+(``FROM runtime AS payband-<name>``). Each build passes:
 
+- ``PACKAGE``: the package's name, which picks what is installed and its section;
 - ``BASE_IMAGE``: ``--base-image`` if given (e.g. ``python:3.11-slim-bookworm`` where a
   registry answers), else ``localhost/payband-base:bookworm``, made here with debootstrap
   from the machine's own Debian mirror when it does not exist yet (no registry needed);
@@ -27,6 +30,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,8 +43,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-PACKAGES = ("contracts", "audit", "data", "training", "serving", "gateway", "monitoring")
-PACKAGES += ("orchestration",)
+DOCKERFILE = HERE / "Dockerfile"
+SECTION = re.compile(r"^FROM runtime AS payband-(?P<package>[a-z]+)\s*$", re.MULTILINE)
 BASE_IMAGE = "localhost/payband-base:bookworm"
 DEFAULT_REPORT = ROOT / "build" / "images.json"
 LOGS = ROOT / "build" / "logs"  # one build log per package
@@ -59,6 +63,18 @@ class Built:
     revision: str
     seconds: float
     size_mb: float
+
+
+def image_packages(dockerfile: Path = DOCKERFILE) -> tuple[str, ...]:
+    """The packages with an image: the recipe's per-package sections, in their order."""
+    try:
+        text = dockerfile.read_text()
+    except OSError as error:
+        raise BuildError(f"cannot read {dockerfile}: {error.strerror or error}") from None
+    packages = tuple(match["package"] for match in SECTION.finditer(text))
+    if not packages:
+        raise BuildError(f"{dockerfile} has no section 'FROM runtime AS payband-<name>'")
+    return packages
 
 
 def run(command: list[str], *, what: str, capture: bool = False, log: Path | None = None) -> str:
@@ -181,8 +197,11 @@ def revision() -> str:
 
 
 def package_version(package: str) -> str:
-    project = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text())
-    return project["project"]["version"]
+    pyproject = ROOT / "packages" / package / "pyproject.toml"
+    try:
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
+    except (OSError, tomllib.TOMLDecodeError, KeyError) as error:
+        raise BuildError(f"no version of payband-{package} in {pyproject}: {error}") from None
 
 
 def uv_cache_dir(uv: Path) -> str:
@@ -192,18 +211,17 @@ def uv_cache_dir(uv: Path) -> str:
 def build(package: str, *, base: str, uv_image: str, cache: str, rev: str) -> Built:
     version = package_version(package)
     tag = f"payband-{package}:{version}"
-    dockerfile = ROOT / "packages" / package / "Dockerfile"
-    if not dockerfile.is_file():
-        raise BuildError(f"{dockerfile.relative_to(ROOT)} does not exist")
     started = time.monotonic()
     podman(
         "build",
         "--format",
         "docker",
         "--file",
-        str(dockerfile),
+        str(DOCKERFILE),
         "--tag",
         tag,
+        "--build-arg",
+        f"PACKAGE={package}",
         "--build-arg",
         f"BASE_IMAGE={base}",
         "--build-arg",
@@ -227,7 +245,7 @@ def build(package: str, *, base: str, uv_image: str, cache: str, rev: str) -> Bu
     return Built(package, tag, version, rev, round(seconds, 1), round(int(size) / 1e6, 1))
 
 
-def write_report(path: Path, base: str, built: list[Built]) -> None:
+def write_report(path: Path, base: str, built: list[Built], order: tuple[str, ...]) -> None:
     """Record the images just built; entries of other packages from an earlier run of this
     script stay (so building one package again keeps the others listed)."""
     images = {}
@@ -236,7 +254,7 @@ def write_report(path: Path, base: str, built: list[Built]) -> None:
             images = {i["package"]: i for i in json.loads(path.read_text())["images"]}
     images.update({b.package: asdict(b) for b in built})
     path.parent.mkdir(parents=True, exist_ok=True)
-    ordered = [images[name] for name in PACKAGES if name in images]
+    ordered = [images[name] for name in order if name in images]
     path.write_text(json.dumps({"base_image": base, "images": ordered}, indent=2) + "\n")
 
 
@@ -252,12 +270,17 @@ def table(rows: list[Built], base_seconds: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        packages = image_packages()
+    except BuildError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "packages",
         nargs="*",
         metavar="PACKAGE",
-        help=f"some of {', '.join(PACKAGES)} (default: all)",
+        help=f"some of {', '.join(packages)} (default: all)",
     )
     parser.add_argument("--base-image", help=f"BASE_IMAGE (default: {BASE_IMAGE}, made here)")
     parser.add_argument(
@@ -267,9 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the JSON report (default: %(default)s)",
     )
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.packages) - set(PACKAGES))
+    unknown = [name for name in args.packages if name not in packages]
     if unknown:
-        parser.error(f"unknown package {unknown[0]!r}: choose from {', '.join(PACKAGES)}")
+        print(
+            f"error: {unknown[0]!r} has no image: choose from {', '.join(packages)}",
+            file=sys.stderr,
+        )
+        return 1
     os.environ.setdefault("CONTAINERS_CONF", str(HERE / "containers.conf"))
     built: list[Built] = []
     base_seconds = None
@@ -282,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         uv, uv_version = uv_binary()
         uv_image = make_uv_image(uv, uv_version)
         cache, rev = uv_cache_dir(uv), revision()
-        for package in args.packages or PACKAGES:
+        for package in dict.fromkeys(args.packages) or packages:
             built.append(build(package, base=base, uv_image=uv_image, cache=cache, rev=rev))
             print(f"built {built[-1].tag} in {built[-1].seconds:.0f} s", flush=True)
     except BuildError as error:
@@ -291,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         # What was built is recorded even when a later image fails.
         if built:
-            write_report(args.report, base, built)
+            write_report(args.report, base, built, packages)
     print(table(built, base_seconds))
     print(f"report: {args.report}")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -38,6 +39,9 @@ PACKAGES = ["contracts", "audit", "data", "training", "serving", "gateway", "mon
 PACKAGES += ["orchestration"]
 SERVICES = {"serving", "gateway", "monitoring", "orchestration"}  # the ones with a health check
 CODE_LOCATIONS = ["data", "training", "serving", "monitoring"]
+# NVIDIA's CUDA stack: its distributions (nvidia-nccl-cu12, ...) and shared libraries.
+CUDA = re.compile(r"^nvidia-|cuda|cudnn|cublas|nccl|-cu1\d$|^cupy", re.IGNORECASE)
+CUDA_LIBRARY = re.compile(r"^lib(cuda|cublas|cudnn|cufft|curand|cusolver|cusparse|nccl|nvrtc)")
 CLIENT = httpx.Client(timeout=10, trust_env=False)  # loopback: never through a proxy
 os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "deploy" / "images" / "containers.conf"))
 
@@ -180,17 +184,29 @@ def test_image_is_labelled_and_runs_unprivileged_without_dev_dependencies(images
     # Kept because the images are built in Docker's format (OCI has no HEALTHCHECK).
     assert bool((inspected.get("Healthcheck") or {}).get("Test")) == (package in SERVICES)
 
-    probe = (
-        f"import importlib.util, os, payband_{package} as m; "
-        "print(os.getuid(), m.__version__, m.__file__, importlib.util.find_spec('pytest'))"
-    )
-    printed = run_in(image["tag"], "python3", "-c", probe, stderr=False)
-    uid, version, location, pytest_spec = printed.split()
-    assert uid == "10001"
-    assert version == package_version(package)
+    probe = f"""
+import importlib.metadata, importlib.util, json, os, pathlib, sys
+import payband_{package} as m
+print(json.dumps({{
+    "uid": os.getuid(), "version": m.__version__, "location": m.__file__,
+    "pytest": importlib.util.find_spec("pytest") is not None,
+    "dagster_postgres": importlib.util.find_spec("dagster_postgres") is not None,
+    "distributions": sorted({{d.metadata["Name"] for d in importlib.metadata.distributions()}}),
+    "libraries": sorted(p.name for p in pathlib.Path(sys.prefix).rglob("lib*.so*")),
+}}))
+"""
+    found = json.loads(run_in(image["tag"], "python3", "-c", probe, stderr=False))
+    assert found["uid"] == 10001
+    assert found["version"] == package_version(package)
     # Installed as a wheel into the image's environment, not an editable link to /src.
-    assert location.startswith("/opt/payband/venv/lib/")
-    assert pytest_spec == "None", "dev dependencies are not installed"
+    assert found["location"].startswith("/opt/payband/venv/lib/")
+    assert not found["pytest"], "dev dependencies are not installed"
+    if package in CODE_LOCATIONS:  # the dagster-instance extra: the instance's PostgreSQL
+        assert found["dagster_postgres"]
+    assert f"payband-{package}" in found["distributions"]
+    # CPU only: no CUDA distribution (XGBoost's NCCL is overridden away) nor CUDA library.
+    assert [name for name in found["distributions"] if CUDA.search(name)] == []
+    assert [name for name in found["libraries"] if CUDA_LIBRARY.match(name)] == []
 
 
 # --- pipeline images: their CLIs -----------------------------------------------------------
@@ -221,6 +237,25 @@ def test_training_image_runs_its_cli(images):
     output = run_in(images["training"]["tag"], "payband-training", "--help")
     assert "train" in output
     assert "promote" in output
+
+
+def test_training_image_trains_xgboost_on_the_cpu_without_nccl(images):
+    # XGBoost's Linux wheel asks for NCCL (CUDA); the lock overrides it away. Training and
+    # SHAP contributions (the gateway's explanations) still work on the CPU.
+    script = """
+import importlib.util, numpy as np, xgboost as xgb
+assert importlib.util.find_spec("nvidia") is None
+rng = np.random.default_rng(0)
+x = rng.normal(size=(500, 4)); y = (x[:, 0] + x[:, 1] > 0).astype(int)
+model = xgb.XGBClassifier(n_estimators=20, max_depth=3, tree_method="hist", device="cpu")
+model.fit(x, y)
+contributions = model.get_booster().predict(xgb.DMatrix(x[:3]), pred_contribs=True)
+print("accuracy", (model.predict(x) == y).mean(), "contributions", contributions.shape)
+"""
+    output = run_in(images["training"]["tag"], "python3", "-c", script)
+    accuracy = float(re.search(r"accuracy (\S+)", output)[1])
+    assert accuracy > 0.9, output
+    assert "contributions (3, 5)" in output
 
 
 def migrated_tables(database: PostgresConnectionInfo) -> set[tuple[str, str]]:
