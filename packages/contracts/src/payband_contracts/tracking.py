@@ -14,13 +14,10 @@ from urllib.parse import urlparse
 from payband_contracts.database import redact, sqlalchemy_url
 from payband_contracts.errors import first_line
 
-__all__ = ["shown_uri", "tracking_problem"]
+__all__ = ["tracking_problem"]
 
 # The SQLAlchemy backends MLflow's database store supports.
 _DATABASE_BACKENDS = {"postgresql", "sqlite", "mysql", "mssql"}
-
-# Kept for callers not yet moved to payband_contracts.database.redact.
-shown_uri = redact
 
 
 def _server_problem(uri: str, timeout: float) -> str | None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from payband_contracts.database import sqlalchemy_url
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
 from payband_training.card import BiasExamination, model_card
@@ -38,7 +39,6 @@ from payband_training.search import (
     evaluate_fit,
     fit_final,
     search,
-    storage_url,
 )
 from payband_training.settings import TrainingSettings
 from payband_training.split import TEST_FILE, TRAIN_FILE, SplitError, commit_split, split
@@ -108,10 +108,10 @@ def _quiet(step: str, detail: str) -> None:
 
 def check_databases(settings: TrainingSettings) -> None:
     """Refuse MLflow and the Optuna study in one database (each keeps an alembic_version)."""
-    if storage_url(settings.mlflow_tracking_uri) == storage_url(settings.study_storage_url):
+    if sqlalchemy_url(settings.mlflow_tracking_uri) == sqlalchemy_url(settings.study_storage_url):
         raise ValueError(
             "MLflow and the Optuna study need separate databases (each keeps its own "
-            "alembic_version table): set PAYBAND_TRAINING_MLFLOW_TRACKING_URI or "
+            "alembic_version table): set PAYBAND_MLFLOW_TRACKING_URI or "
             "PAYBAND_TRAINING_STUDY_STORAGE_URL to another database"
         )
 

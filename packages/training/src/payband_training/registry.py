@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
-import sqlalchemy
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel, LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion, RegisteredModel
@@ -38,10 +37,11 @@ from mlflow.protos.databricks_pb2 import (
 from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
 from sqlalchemy.exc import SQLAlchemyError
 
+from payband_contracts.database import redact, sqlalchemy_url
+from payband_contracts.errors import first_line
 from payband_training import gates
 from payband_training.card import MissingCardError, Override, read_card, write_card
 from payband_training.gates import GateDecision
-from payband_training.search import storage_url
 from payband_training.settings import TrainingSettings
 from payband_training.tracking import check_database
 
@@ -358,20 +358,11 @@ def _connected(settings: TrainingSettings, client: MlflowClient | None) -> Mlflo
         check_database(client.tracking_uri, RegistryError)
         return client
     # postgresql:// would mean psycopg2, which is not installed; psycopg 3 is.
-    uri = storage_url(settings.mlflow_tracking_uri)
+    uri = sqlalchemy_url(settings.mlflow_tracking_uri)
     # Before the client: creating one already opens (and retries) the tracking store.
     check_database(uri, RegistryError)
-    with _translated(f"open MLflow tracking store {_shown(uri)}"):
+    with _translated(f"open MLflow tracking store {redact(uri)}"):
         return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def _shown(uri: str) -> str:
-    """The URI with any password masked, for messages."""
-    try:
-        return sqlalchemy.make_url(uri).render_as_string(hide_password=True)
-    except SQLAlchemyError:
-        parts = urlsplit(uri)
-        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _logged_model(client: MlflowClient, model_uri: str, run_id: str) -> LoggedModel:
@@ -487,11 +478,6 @@ def _translated(action: str) -> Iterator[None]:
     try:
         yield
     except MlflowException as error:
-        raise RegistryError(f"could not {action}: {_first_line(error.message)}") from error
+        raise RegistryError(f"could not {action}: {first_line(error)}") from error
     except SQLAlchemyError as error:
-        raise RegistryError(f"could not {action}: {_first_line(error)}") from error
-
-
-def _first_line(error: object) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+        raise RegistryError(f"could not {action}: {first_line(error)}") from error

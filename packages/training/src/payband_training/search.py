@@ -72,7 +72,6 @@ __all__ = [
     "fit_model",
     "roc_auc",
     "search",
-    "storage_url",
     "suggest_config",
 ]
 
@@ -197,10 +196,6 @@ class SearchResult:
     @property
     def front(self) -> list[TrialRecord]:
         return [trial for trial in self.trials if trial.pareto]
-
-
-# Kept for callers not yet moved to payband_contracts.database.sqlalchemy_url.
-storage_url = sqlalchemy_url
 
 
 def _decision(trial: Trial, n_bands: int, favourable: int) -> DecisionRule:

@@ -46,8 +46,10 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import SADeprecationWarning, SQLAlchemyError
 from xgboost import XGBClassifier
 
+from payband_contracts.database import redact, sqlalchemy_url
+from payband_contracts.errors import first_line
 from payband_contracts.model import REFERENCE_FILE, REFERENCE_TRUTH
-from payband_contracts.tracking import shown_uri, tracking_problem
+from payband_contracts.tracking import tracking_problem
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
 from payband_training import __version__
@@ -64,7 +66,7 @@ from payband_training.model import (
     make_input_example,
     predict_frame,
 )
-from payband_training.search import SearchResult, storage_url
+from payband_training.search import SearchResult
 from payband_training.settings import TrainingSettings
 
 __all__ = [
@@ -181,11 +183,6 @@ class LoggedTraining:
         return f"runs:/{self.run_id}/{self.model_info.name}"
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _import_sql_store() -> None:
     with warnings.catch_warnings():
         # MLflow's SQL store maps one relationship with SQLAlchemy's deprecated "noload"
@@ -214,7 +211,7 @@ def configure(settings: TrainingSettings) -> str:
     existing one keeps its artifact location (MLflow cannot move it); a log line says so.
     """
     # postgresql:// would mean psycopg2, which is not installed; psycopg 3 is.
-    uri = storage_url(settings.mlflow_tracking_uri)
+    uri = sqlalchemy_url(settings.mlflow_tracking_uri)
     check_database(uri)
     _import_sql_store()
     mlflow.set_tracking_uri(uri)
@@ -238,7 +235,7 @@ def configure(settings: TrainingSettings) -> str:
                 return experiment_id
     except (MlflowException, SQLAlchemyError, OSError) as exc:
         raise TrackingError(
-            f"cannot use MLflow at {shown_uri(uri)} (experiment {name!r}): {_reason(exc)}"
+            f"cannot use MLflow at {redact(uri)} (experiment {name!r}): {first_line(exc)}"
         ) from None
     if experiment is None:
         raise TrackingError(f"MLflow experiment {name!r} vanished while it was being created")
