@@ -173,9 +173,9 @@ def _state(client: Any, name: str, version: str, *, reused: bool) -> ModelState:
 def _client(settings: Any) -> Any:
     from mlflow import MlflowClient
 
-    from payband_training.search import storage_url
+    from payband_contracts.database import sqlalchemy_url
 
-    uri = storage_url(settings.mlflow_tracking_uri)
+    uri = sqlalchemy_url(settings.mlflow_tracking_uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
