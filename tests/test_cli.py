@@ -1,15 +1,23 @@
+"""The umbrella `payband` command: version, help, status and a bad option.
+
+They run in this process (``run``); the status check is also the smoke test of the installed
+script, as a process.
+"""
+
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from payband import __version__
+from payband_testing.cli import run_in_process
 
 PAYBAND = str(Path(sys.executable).with_name("payband"))
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PAYBAND, *args], capture_output=True, text=True, check=False)
+    """The command in this process (arguments, messages, exit codes)."""
+    return run_in_process("payband", *args)
 
 
 def test_version():
@@ -28,7 +36,8 @@ def test_help_lists_every_launcher():
     assert {"demo", "up", "status"} <= set(result.stdout.split())
 
 
-def test_status_with_nothing_running(tmp_path):
+def test_smoke_status_with_nothing_running(tmp_path):
+    # The real script, as a process: the smoke test of the entry point.
     result = subprocess.run(
         [PAYBAND, "status"],
         capture_output=True,

@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
-from payband_audit.cli import app as audit_app
-from payband_contracts.cli import app as contracts_app
-from payband_data.cli import app as data_app
-from payband_serving.cli import app as serving_app
+from payband_testing.cli import run_in_process
 
 
 @pytest.mark.parametrize(
-    ("app", "args", "shown"),
+    ("script", "args", "shown"),
     [
-        (data_app, ["ingest", "--help"], "[default: 2023]"),
-        (data_app, ["build", "--help"], "[default: the newest of the source]"),
-        (audit_app, ["migrate", "--help"], "[default: $PAYBAND_AUDIT_DATABASE_URL]"),
-        (contracts_app, ["export-schemas", "--help"], "[default: packages/contracts/schemas]"),
-        (serving_app, ["serve", "--help"], "[default: PAYBAND_SERVING_MODEL_URI]"),
-        (serving_app, ["bundle", "--help"], "[default: PAYBAND_SERVING_BUNDLE_DIR]"),
+        ("payband-data", ["ingest", "--help"], "[default: 2023]"),
+        ("payband-data", ["build", "--help"], "[default: the newest of the source]"),
+        ("payband-audit", ["migrate", "--help"], "[default: $PAYBAND_AUDIT_DATABASE_URL]"),
+        (
+            "payband-contracts",
+            ["export-schemas", "--help"],
+            "[default: packages/contracts/schemas]",
+        ),
+        ("payband-serving", ["serve", "--help"], "[default: PAYBAND_SERVING_MODEL_URI]"),
+        ("payband-serving", ["bundle", "--help"], "[default: PAYBAND_SERVING_BUNDLE_DIR]"),
     ],
 )
-def test_help_shows_the_default(app: typer.Typer, args: list[str], shown: str) -> None:
-    result = CliRunner().invoke(app, args, env={"COLUMNS": "250", "NO_COLOR": "1"})
-    assert result.exit_code == 0, result.output
-    assert shown in " ".join(result.output.split())
+def test_help_shows_the_default(script: str, args: list[str], shown: str) -> None:
+    result = run_in_process(script, *args, env={"COLUMNS": "250", "NO_COLOR": "1"})
+    assert result.returncode == 0, result.stderr
+    assert shown in " ".join(result.stdout.split())

@@ -1,6 +1,8 @@
 import copy
 import json
 import shutil
+import subprocess
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -187,6 +189,20 @@ def test_cli_check_passes_on_checked_in_files():
     result = runner.invoke(app, ["check-schemas"])
     assert result.exit_code == 0, result.output
     assert "ok" in result.output
+
+
+def test_smoke_check_schemas_as_a_process():
+    # The real script, as a process: the smoke test of the entry point (the CLI tests here
+    # run its Typer app in this process).
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("payband-contracts")), "check-schemas"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"ok: schemas in {SCHEMA_DIR} match the code")
 
 
 def test_cli_check_reports_drift(tmp_path: Path):

@@ -1,4 +1,8 @@
-"""payband-data through its console script: ingest, build, snapshot, versions, bad input."""
+"""payband-data through its console script: ingest, build, snapshot, versions, bad input.
+
+The commands run in this process (``payband_data``); one smoke test runs the installed script
+as a process, and so does the test of two builds at once.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import pytest
 
 from payband_data.settings import DataSettings
 from payband_data.store import open_store
+from payband_testing.cli import run_in_process
 
 ADULT_ROWS = 48_842
 URI = re.compile(r"^local://(?P<dataset>[a-z/]+)@(?P<version>[0-9a-f]{64})$")
@@ -22,9 +27,9 @@ CLI = Path(sys.executable).with_name("payband-data")
 
 @pytest.fixture(scope="module")
 def environment(postgres_module_database, tmp_path_factory) -> dict[str, str]:
+    """The variables the commands get, on top of this process's environment."""
     home = tmp_path_factory.mktemp("payband-home")
     return {
-        **os.environ,
         "PAYBAND_HOME": str(home),
         "PAYBAND_DATA_DATABASE_URL": postgres_module_database.url,
         "COLUMNS": "200",
@@ -32,8 +37,21 @@ def environment(postgres_module_database, tmp_path_factory) -> dict[str, str]:
 
 
 def payband_data(environment: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The command in this process (arguments, messages, exit codes, results)."""
+    return run_in_process("payband-data", *args, env=environment)
+
+
+def payband_data_process(
+    environment: dict[str, str], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """The installed script as its own process, as a user runs it."""
     return subprocess.run(
-        [str(CLI), *args], env=environment, capture_output=True, text=True, timeout=300
+        [str(CLI), *args],
+        env={**os.environ, **environment},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
 
@@ -57,11 +75,13 @@ def adult_raw_uri(environment) -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def test_ingest_commits_the_adult_files_once(environment, adult_raw_uri) -> None:
+def test_smoke_ingest_commits_the_adult_files_once(environment, adult_raw_uri) -> None:
     match = URI.match(adult_raw_uri)
     assert match, adult_raw_uri
     assert match["dataset"] == "raw/adult"
-    again = payband_data(environment, "ingest", "--source", "adult")
+    # The second ingest is the real script, as a process: the smoke test of the entry point.
+    again = payband_data_process(environment, "ingest", "--source", "adult")
+    assert again.returncode == 0, again.stderr
     assert again.stdout.strip().splitlines()[-1] == adult_raw_uri, "same files, same version"
     version = open_store(settings_for(environment)).get(adult_raw_uri)
     assert version.metadata["row_count"] == str(ADULT_ROWS)
@@ -164,7 +184,6 @@ def test_pums_through_lakefs_end_to_end(
         for seed, state in enumerate(("CA", "NY"), start=1)
     }
     env = {
-        **os.environ,
         "PAYBAND_HOME": str(tmp_path / "home"),
         "PAYBAND_DATA_DATABASE_URL": postgres_database.url,
         "PAYBAND_DATA_PUMS_BASE_URL": census_server.url,
@@ -220,7 +239,11 @@ def test_pums_through_lakefs_end_to_end(
 
 
 def test_a_second_build_waits_for_the_first(environment, built) -> None:
-    """While another process holds the build lock, a build says so and waits for it."""
+    """While another process holds the build lock, a build says so and waits for it.
+
+    A real process: the build must run while this test holds the lock and reads its first
+    line of stderr as it is written.
+    """
     from payband_data.db import connect
     from payband_data.steps import _BUILD_LOCK_KEY
 
@@ -228,7 +251,7 @@ def test_a_second_build_waits_for_the_first(environment, built) -> None:
         holder.execute("SELECT pg_advisory_lock(%s)", (_BUILD_LOCK_KEY,))
         waiting = subprocess.Popen(
             [str(CLI), "snapshot", "--source", "adult"],
-            env=environment,
+            env={**os.environ, **environment},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -1,10 +1,15 @@
-"""payband-gateway on the command line: keys, serve errors, clean stop, JSON logs."""
+"""payband-gateway on the command line: keys, serve errors, clean stop, JSON logs.
+
+Arguments, messages and exit codes are checked in this process (``gateway_cli``); the running
+gateway, its stop on SIGTERM and one smoke test of the installed script are real processes.
+"""
 
 import json
 import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,13 +18,24 @@ from payband_contracts import EXAMPLE_CANDIDATE
 from payband_gateway.keys import ApiKey, hash_key
 from payband_local.ports import free_port
 from payband_local.postgres import PostgresConnectionInfo
+from payband_testing.cli import run_in_process
 from payband_testing.gateway import TestKey, gateway_server
 from payband_testing.serving import InferenceServer
 
+CLI = str(Path(sys.executable).with_name("payband-gateway"))
 
-def gateway_cli(*args: str, env: dict | None = None, stdin: str | None = None):
+
+def gateway_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    """The command in this process (arguments, messages, exit codes)."""
+    return run_in_process("payband-gateway", *args, env=env)
+
+
+def gateway_process(
+    *args: str, env: dict | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The installed script as its own process, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "payband_gateway", *args],
+        [CLI, *args],
         capture_output=True,
         text=True,
         input=stdin,
@@ -29,7 +45,18 @@ def gateway_cli(*args: str, env: dict | None = None, stdin: str | None = None):
     )
 
 
-def test_keys_new_prints_a_key_once_and_the_entry_that_holds_only_its_hash():
+@pytest.fixture
+def no_server_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` run in this process must refuse before uvicorn starts: a server started here
+    would block the test (and take over its signals) instead of failing it."""
+
+    def refuse(self: object, *args: object, **kwargs: object) -> None:
+        raise AssertionError("the gateway started serving in the test process")
+
+    monkeypatch.setattr("payband_gateway.server._Server.run", refuse)
+
+
+def test_smoke_keys_new_prints_a_key_once_and_the_entry_that_holds_only_its_hash():
     result = gateway_cli(
         "keys", "new", "--name", "hr-tool", "--role", "predict", "--role", "review"
     )
@@ -41,7 +68,10 @@ def test_keys_new_prints_a_key_once_and_the_entry_that_holds_only_its_hash():
     assert {role.value for role in entry.roles} == {"predict", "review"}
     assert entry.sha256 == hash_key(key)
     assert key not in lines[-1]
-    hashed = gateway_cli("keys", "hash", stdin=key + "\n")
+    # `keys hash` is the real script, as a process (the smoke test of the entry point): the
+    # key comes through a real pipe on its standard input.
+    hashed = gateway_process("keys", "hash", stdin=key + "\n")
+    assert hashed.returncode == 0, hashed.stderr
     assert hashed.stdout.strip() == entry.sha256
 
 
@@ -52,6 +82,7 @@ def test_keys_new_with_an_unknown_role_is_one_error_line():
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.usefixtures("no_server_start")
 def test_serve_refuses_a_port_in_use(postgres_database: PostgresConnectionInfo):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -67,6 +98,7 @@ def test_serve_refuses_a_port_in_use(postgres_database: PostgresConnectionInfo):
     assert result.stderr.strip() == f"error: port {port} on 127.0.0.1 is already in use"
 
 
+@pytest.mark.usefixtures("no_server_start")
 def test_serve_refuses_an_audit_log_that_is_not_migrated(postgres_database: PostgresConnectionInfo):
     result = gateway_cli(
         "serve",
@@ -89,6 +121,7 @@ def test_serve_refuses_an_audit_log_that_is_not_migrated(postgres_database: Post
         ({"PAYBAND_GATEWAY_API_KEYS_FILE": "/nonexistent/keys.json"}, "cannot read the API key"),
     ],
 )
+@pytest.mark.usefixtures("no_server_start")
 def test_serve_with_bad_settings_is_one_error_line(env: dict, message: str):
     result = gateway_cli("serve", env=env)
     assert result.returncode == 2

@@ -1,5 +1,9 @@
-"""`payband-monitoring` through its real entry point: migrate, run, report, history, errors;
-stored results are idempotent per chunk."""
+"""`payband-monitoring` through its entry point: migrate, run, report, history, errors;
+stored results are idempotent per chunk.
+
+The commands run in this process (``run``); one smoke test runs the installed script as a
+process.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +18,27 @@ import pytest
 
 from payband_local.postgres import PostgresConnectionInfo
 from payband_monitoring.store import current_revision
+from payband_testing.cli import run_in_process
+from payband_testing.registry import restored_mlflow_globals
+
+CLI = str(Path(sys.executable).with_name("payband-monitoring"))
 
 
 def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The command in this process (arguments, messages, exit codes, results).
+
+    Loading the champion's reference data sets MLflow's global tracking and registry URIs
+    (and their variables), which a process drops as it exits; here they are restored after
+    the call.
+    """
+    with restored_mlflow_globals():
+        return run_in_process("payband-monitoring", *args, env=env)
+
+
+def cli_process(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The installed script as its own process, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "payband_monitoring", *args],
+        [CLI, *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -44,11 +64,12 @@ def count(database: str, table: str) -> int:
     return int(row[0])
 
 
-def test_migrate_creates_the_schema_once(postgres_database: PostgresConnectionInfo):
+def test_smoke_migrate_creates_the_schema_once(postgres_database: PostgresConnectionInfo):
+    # The first migrate is the real script, as a process: the smoke test of the entry point.
     env = {"PAYBAND_MONITORING_DATABASE_URL": postgres_database.url}
     assert current_revision(postgres_database.url) is None
-    for _ in range(2):
-        done = cli("migrate", env=env)
+    for run in (cli_process, cli):
+        done = run("migrate", env=env)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "monitoring schema is up to date"
     assert current_revision(postgres_database.url) == "0001"

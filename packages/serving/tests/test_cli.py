@@ -1,4 +1,8 @@
-"""``payband-serving`` as users run it: serving an MLflow model or a bundle, and its errors."""
+"""``payband-serving`` as users run it: serving an MLflow model or a bundle, and its errors.
+
+Arguments, messages and exit codes are checked in this process (``run``); the servers, their
+stop on SIGTERM and one smoke test of the installed script run as real processes.
+"""
 
 from __future__ import annotations
 
@@ -18,21 +22,48 @@ from payband_serving.bundle import build_bundle
 from payband_serving.settings import ServingSettings
 from payband_serving.source import resolve
 from payband_testing.checks import wait_until
+from payband_testing.cli import run_in_process
 from payband_testing.model import TinyModel
+from payband_testing.registry import restored_mlflow_globals
 from payband_testing.serving import inference_server
 
 SINGLE = json.loads((Path(__file__).parent / "testdata" / "single.json").read_text())
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+CLI = str(Path(sys.executable).with_name("payband-serving"))
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The command in this process (arguments, messages, exit codes).
+
+    Resolving a models:/ URI sets MLflow's global tracking and registry URIs (and their
+    variables), which a process drops as it exits; here they are restored after the call.
+    """
+    with restored_mlflow_globals():
+        return run_in_process("payband-serving", *args, env=env)
+
+
+def run_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed script as its own process, as a user runs it."""
     return subprocess.run(
-        [sys.executable, "-m", "payband_serving", *args],
+        [CLI, *args],
         capture_output=True,
         text=True,
         timeout=300,
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+@pytest.fixture
+def no_server_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` run in this process must refuse before MLServer starts: a server started here
+    would block the test (and take over its signals) instead of failing it."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("MLServer started in the test process")
+
+    monkeypatch.setattr("payband_serving.server._run", refuse)
 
 
 def metadata(url: str) -> dict:
@@ -84,8 +115,9 @@ def test_serves_a_bundle(tiny_model: TinyModel, mlflow_registry, tmp_path: Path)
         assert httpx.post(server.infer_url, json=SINGLE, timeout=30).status_code == 200
 
 
+@pytest.mark.usefixtures("no_server_start")
 def test_an_unknown_alias_is_one_line(mlflow_registry) -> None:
-    result = cli(
+    result = run(
         "serve",
         "--model-uri",
         "models:/salary-band@production",
@@ -127,20 +159,23 @@ def test_an_unknown_alias_is_one_line(mlflow_registry) -> None:
         ),
     ],
 )
+@pytest.mark.usefixtures("no_server_start")
 def test_errors_are_one_readable_line(args: list[str], env: dict, message: str) -> None:
-    result = cli(*args, env=env)
+    result = run(*args, env=env)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith(message), result.stderr
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.usefixtures("no_server_start")
 def test_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
     (tmp_path / "payband_model.json").write_text('{"format": "payband-model/1"}')
-    result = cli("serve", "--model-uri", str(tmp_path))
+    result = run("serve", "--model-uri", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {tmp_path}/payband_model.json: ")
 
 
+@pytest.mark.usefixtures("no_server_start")
 def test_a_booster_that_does_not_match_its_schema(tiny_model: TinyModel, tmp_path: Path) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
@@ -149,21 +184,22 @@ def test_a_booster_that_does_not_match_its_schema(tiny_model: TinyModel, tmp_pat
     )
     schema.write(folder / "payband_model.json")
     (folder / "booster.json").write_bytes((tiny_model.directory / "booster.json").read_bytes())
-    result = cli("serve", "--model-uri", str(folder))
+    result = run("serve", "--model-uri", str(folder))
     assert result.returncode == 2
     assert "the booster's features" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_version_and_help() -> None:
-    assert cli("--version").stdout.startswith("payband-serving ")
-    help_text = cli("serve", "--help").stdout
+    assert run("--version").stdout.startswith("payband-serving ")
+    help_text = run("serve", "--help").stdout
     for option in ("--bundle", "--model-uri", "--workers", "--max-batch-size", "--max-batch-time"):
         assert option in help_text
 
 
-def test_bundle_then_verify(tiny_model: TinyModel, tmp_path: Path) -> None:
-    built = cli(
+def test_smoke_bundle_as_a_process_then_verify(tiny_model: TinyModel, tmp_path: Path) -> None:
+    # The real script, as a process: the smoke test of the entry point (bundle does real work).
+    built = run_process(
         "bundle",
         "--model-uri",
         str(tiny_model.directory),
@@ -180,12 +216,12 @@ def test_bundle_then_verify(tiny_model: TinyModel, tmp_path: Path) -> None:
     assert lines["image not built"].startswith(f"image payband-model:{directory.name} not built")
     assert "build the image later with: podman build" in lines["image not built"]
 
-    verified = cli("verify", str(directory))
+    verified = run("verify", str(directory))
     assert verified.returncode == 0, verified.stderr
     assert "files match the manifest" in verified.stdout
 
     (directory / "model" / "booster.json").write_text("{}")
-    tampered = cli("verify", str(directory))
+    tampered = run("verify", str(directory))
     assert tampered.returncode == 2
     assert tampered.stderr.strip() == (
         f"error: bundle {directory} does not match its manifest: "
@@ -230,12 +266,13 @@ def _session_of(stat: Path) -> int | None:
         return None
 
 
+@pytest.mark.usefixtures("no_server_start")
 def test_a_port_in_use_is_one_line(tiny_model: TinyModel) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = cli(
+        result = run(
             "serve",
             "--model-uri",
             str(tiny_model.directory),
@@ -289,8 +326,9 @@ def test_model_settings_may_name_an_mlflow_uri(mlflow_registry, tmp_path: Path) 
     assert list(scratch.iterdir()) == []
 
 
+@pytest.mark.usefixtures("no_server_start")
 def test_a_password_in_the_tracking_uri_is_never_shown() -> None:
-    result = cli(
+    result = run(
         "serve",
         "--model-uri",
         "models:/salary-band@champion",
