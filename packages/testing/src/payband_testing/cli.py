@@ -12,7 +12,9 @@ keeps one test that runs the real script as a process.
 from __future__ import annotations
 
 import importlib
+import logging
 import subprocess
+import sys
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 
@@ -40,10 +42,31 @@ def run_in_process(
     script: str, *args: str, env: Mapping[str, str | None] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run ``script args...`` in this process; ``env`` is added to (a None value removes a
-    variable from) the environment for the call only."""
-    result = CliRunner().invoke(
-        script_app(script), list(args), env=dict(env or {}), catch_exceptions=False
-    )
+    variable from) the environment for the call only.
+
+    What the command logs at WARNING or above lands in its stderr, as Python's last-resort
+    handler would put it there in a process of its own (pytest's capture handler on the root
+    logger would otherwise keep it from the result)."""
+    handler = logging.StreamHandler(_CurrentStderr())
+    handler.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        result = CliRunner().invoke(
+            script_app(script), list(args), env=dict(env or {}), catch_exceptions=False
+        )
+    finally:
+        root.removeHandler(handler)
     return subprocess.CompletedProcess(
         [script, *args], result.exit_code, result.stdout, result.stderr
     )
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time: the runner swaps it per call."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
