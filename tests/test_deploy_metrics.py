@@ -29,6 +29,9 @@ from payband_testing.registry import MlflowChampion
 from payband_testing.serving import InferenceServer, inference_server
 from tests.deploy_config import PROMETHEUS_BUILTINS, configured_queries, exported_series, family
 
+# real Prometheus scraping a real gateway, MLServer and monitoring service
+pytestmark = pytest.mark.e2e
+
 PREDICT_KEY = TestKey("deploy-metrics-tool", "pb_test-deploy-metrics-key-0123456789", ("predict",))
 GATEWAY = "payband_gateway_"
 MONITORING = "payband_monitoring_"

@@ -174,6 +174,7 @@ def test_unreachable_database_is_one_line(environment, adult_raw_uri) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.e2e
 def test_pums_through_lakefs_end_to_end(
     postgres_database, census_server, lakefs_server, tmp_path
 ) -> None:

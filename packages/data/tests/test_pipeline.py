@@ -13,6 +13,9 @@ from payband_data.settings import DataSettings
 from payband_data.store import open_store
 from payband_testing.dagster import validate_code_location
 
+# Dagster jobs run end to end (ingest, dbt, snapshot)
+pytestmark = pytest.mark.e2e
+
 VERSIONED = re.compile(r"^local://features/adult@[0-9a-f]{64}$")
 
 

@@ -19,6 +19,9 @@ from payband_local.postgres import EmbeddedPostgres, PostgresConnectionInfo
 from payband_testing.gateway import GatewayServer, TestKey, gateway_server
 from payband_testing.serving import InferenceServer
 
+# real gateway, MLServer and PostgreSQL processes taken down mid-traffic
+pytestmark = pytest.mark.e2e
+
 PREDICT = {"candidate": EXAMPLE_CANDIDATE}
 
 

@@ -4,9 +4,13 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from payband_audit.verify import verify_chain
 from payband_testing.model import TinyModel
+
+# sustained traffic through real processes
+pytestmark = pytest.mark.e2e
 
 REQUESTS = 400
 CONCURRENCY = 32

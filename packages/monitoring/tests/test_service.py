@@ -13,6 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from payband_local.ports import free_port
 from payband_testing.monitoring import MonitoringServer, monitoring_server
 
+# the monitoring service as a real process per case
+pytestmark = pytest.mark.e2e
+
 
 def wait_ready(server: MonitoringServer, timeout: float = 120.0) -> httpx.Response:
     deadline = time.monotonic() + timeout

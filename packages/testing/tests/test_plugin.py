@@ -8,7 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from payband_testing.checks import port_is_closed, process_is_alive, wait_until
+
+# a separate pytest session per case
+pytestmark = pytest.mark.e2e
 
 _INNER_TESTS = """
 import json
