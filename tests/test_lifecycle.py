@@ -27,6 +27,9 @@ import pytest
 from payband_local.cluster import LocalPostgres
 from payband_local.process import answers_ok
 
+# Each test launches the whole local stack.
+pytestmark = pytest.mark.e2e
+
 PAYBAND = str(Path(sys.executable).with_name("payband"))
 # Two monitoring chunks of held-out candidates, one drifted; a short search.
 DEMO = ("demo", "--trials", "2", "--held-out", "2000", "--drifted", "1000")
