@@ -19,6 +19,7 @@ from typing import Any
 
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
     ConfigurableResource,
     DefaultScheduleStatus,
     Definitions,
@@ -50,6 +51,8 @@ ASSET = "salary_band_monitoring"
 JOB = "monitor_salary_band"
 SCHEDULE = "monitor_salary_band_hourly"
 HOURLY = "0 * * * *"
+# The training code location's registry asset: the champion whose traffic is watched.
+REGISTRATION = AssetKey("salary_band_registration")
 
 
 class MonitoringRun(ConfigurableResource):
@@ -112,6 +115,7 @@ def build_definitions(
     @asset(
         name=ASSET,
         group_name=GROUP,
+        deps=[REGISTRATION],
         description="One monitoring run as `payband-monitoring run` does it: drift, estimated "
         "and realized performance and fairness of the watched model version on the audit "
         "log's records, stored in the monitoring schema, with the HTML report.",
