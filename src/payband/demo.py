@@ -1,9 +1,8 @@
 """`payband demo`: the whole lifecycle once, on embedded defaults, then everything stopped.
 
-The data, training and serving jobs through Dagster (ingest Adult -> dbt features -> train
-(Optuna) -> register and promote -> the champion's bundle) -> MLServer and the gateway -> a
-stream of candidates over HTTP (held-out, then drifted), outcomes and reviews -> monitoring ->
-the audit chain verified -> a summary.
+ingest Adult -> dbt features -> train (Optuna) -> register and promote -> MLServer and the
+gateway -> a stream of candidates over HTTP (held-out, then drifted), outcomes and reviews ->
+monitoring -> the audit chain verified -> a summary.
 """
 
 from __future__ import annotations
@@ -20,14 +19,11 @@ from rich.table import Table
 
 from payband.home import Home, apply
 from payband.lifecycle import (
-    BundleState,
     DataVersions,
     LifecycleError,
     ModelState,
-    Pipelines,
     guarded,
     migrate_stores,
-    prepare_bundle,
     prepare_data,
     prepare_model,
     progress_bar,
@@ -122,18 +118,15 @@ def run_demo(options: DemoOptions, out: Console, err: Console) -> int:
         postgres = local_postgres(home, err, fresh=options.fresh)
         with postgres:
             apply(home.environment(postgres.databases))
-            with Pipelines(home, postgres.databases, err, "payband demo") as pipelines:
-                data = prepare_data(err, pipelines, rebuild=options.fresh)
-                model = prepare_model(
-                    err,
-                    pipelines,
-                    data.features_uri,
-                    trials=options.trials,
-                    timeout_s=options.timeout_s,
-                    retrain=options.retrain,
-                    override_gates=options.override_gates,
-                )
-                bundle = prepare_bundle(err, pipelines, model)
+            data = prepare_data(err, rebuild=options.fresh)
+            model = prepare_model(
+                err,
+                data.features_uri,
+                trials=options.trials,
+                timeout_s=options.timeout_s,
+                retrain=options.retrain,
+                override_gates=options.override_gates,
+            )
             guarded("migrations", migrate_stores)
             before = guarded("audit log", _verify_chain)
             keys = ensure_keys(home)
@@ -162,8 +155,7 @@ def run_demo(options: DemoOptions, out: Console, err: Console) -> int:
             analysis, report = _monitor(err)
             after = guarded("audit log", _verify_chain)
             audit = AuditCheck(before.records, after.records, str(after), after.ok)
-    pipelines = (data, model, bundle)
-    _summary(out, pipelines, sent, audit, analysis, report, time.monotonic() - started)
+    _summary(out, data, model, sent, audit, analysis, report, time.monotonic() - started)
     return 0 if audit.ok and audit.written == _expected_records(sent) else 1
 
 
@@ -251,25 +243,16 @@ def _drift(analysis: Any) -> dict[str, list[int]]:
     return {feature: sorted(chunks) for feature, chunks in sorted(found.items())}
 
 
-def _runs(pipelines: tuple[DataVersions, ModelState, BundleState]) -> str:
-    """The Dagster runs that made the data, the model and the bundle (or said reused)."""
-    shown = []
-    for name, made in zip(("data", "training", "serving"), pipelines, strict=True):
-        run = f"run {made.dagster_run[:8]}" if made.dagster_run else "no run recorded"
-        shown.append(f"{name} {run}{' (reused)' if made.reused else ''}")
-    return "; ".join(shown)
-
-
 def _summary(
     out: Console,
-    pipelines: tuple[DataVersions, ModelState, BundleState],
+    data: DataVersions,
+    model: ModelState,
     sent: StreamResult,
     audit: AuditCheck,
     analysis: Any,
     report: Any,
     elapsed_s: float,
 ) -> None:
-    data, model, bundle = pipelines
     line = out.print
     minutes, seconds = divmod(round(elapsed_s), 60)
     line()
@@ -294,8 +277,6 @@ def _summary(
                 "champion: by recorded override (tags gate.override_*; see the model card); "
                 "the gates were not lowered"
             )
-    line(f"bundle: {bundle.path} ({bundle.version_uri})", soft_wrap=True)
-    line(f"dagster runs: {_runs(pipelines)}", soft_wrap=True)
     line(_fairness_table(model))
     line(_bias_table(model))
     refused = f", {sent.rejected} refused with 422 as invalid" if sent.rejected else ""
@@ -330,8 +311,7 @@ def _summary(
     line(f"report: {report}", soft_wrap=True)
     line(f"logs: {Home().logs}", soft_wrap=True)
     line(
-        "explore: `uv run payband up` keeps the stack running (the Dagster UI with these "
-        "runs, MLflow UI, gateway docs, MLServer, monitoring) and prints its URLs and local "
-        "API keys",
+        "explore: `uv run payband up` keeps the stack running (Dagster UI, MLflow UI, gateway "
+        "docs, MLServer, monitoring) and prints its URLs and local API keys",
         soft_wrap=True,
     )

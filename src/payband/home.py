@@ -17,13 +17,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-
-from psycopg.conninfo import conninfo_to_dict
 
 from payband_contracts.settings import payband_home
 
-__all__ = ["DAGSTER_DATABASE", "LOOPBACK", "Databases", "Home", "Ports", "apply", "telemetry_off"]
+__all__ = ["LOOPBACK", "Databases", "Home", "Ports", "apply", "telemetry_off"]
 
 LOOPBACK = "127.0.0.1"
 STATE_FILE = "stack.json"
@@ -57,22 +54,12 @@ class Ports:
     dagster: int
 
 
-# Dagster's run, event log and schedule storage, in the cluster beside the warehouse; created
-# when the pipelines first run (`payband.lifecycle.Pipelines`).
-DAGSTER_DATABASE = "dagster"
-
-
 @dataclass(frozen=True)
 class Databases:
-    """The local cluster's databases, as URLs (with the cluster's password, if any)."""
+    """The local cluster's two databases, as URLs (with the cluster's password, if any)."""
 
     warehouse: str  # postgresql://: raw records, dbt, Optuna, audit log, monitoring results
     mlflow: str  # postgresql+psycopg://: MLflow's tracking and registry store
-
-    @property
-    def dagster(self) -> str:
-        """postgresql:// of Dagster's storage: the warehouse's server, user and password."""
-        return urlunsplit(urlsplit(self.warehouse)._replace(path=f"/{DAGSTER_DATABASE}"))
 
 
 def _resolved_home() -> Path:
@@ -170,7 +157,6 @@ class Home:
             "PAYBAND_GATEWAY_API_KEYS_FILE": str(self.key_hashes),
             "PAYBAND_MONITORING_DATABASE_URL": databases.warehouse,
             "PAYBAND_MONITORING_STATE_DIR": str(self.monitoring),
-            **_orchestration(databases.dagster),
         }
 
     @staticmethod
@@ -204,19 +190,6 @@ class Home:
 
     def remove_state(self) -> None:
         self.state_file.unlink(missing_ok=True)
-
-
-def _orchestration(url: str) -> dict[str, str]:
-    """payband_orchestration's variables for Dagster's storage at ``url`` (dagster.yaml names
-    the password's variable, never the password)."""
-    parts = conninfo_to_dict(url)
-    return {
-        "PAYBAND_ORCHESTRATION_POSTGRES_HOST": str(parts.get("host", LOOPBACK)),
-        "PAYBAND_ORCHESTRATION_POSTGRES_PORT": str(parts.get("port", 5432)),
-        "PAYBAND_ORCHESTRATION_POSTGRES_USER": str(parts.get("user", "")),
-        "PAYBAND_ORCHESTRATION_POSTGRES_PASSWORD": str(parts.get("password", "")),
-        "PAYBAND_ORCHESTRATION_POSTGRES_DB": str(parts.get("dbname", DAGSTER_DATABASE)),
-    }
 
 
 def _no_proxy() -> str:

@@ -1,11 +1,9 @@
 """`payband up` keeps the local stack running for exploration; `payband status` says what runs.
 
-`up` reuses (or first makes, through the same Dagster jobs) the data, the champion and its
-bundle exactly as the demo does, then starts MLServer with the champion, the gateway, the
-monitoring service, the MLflow UI and the Dagster UI (`dagster dev` on the home's instance,
-every code location of `payband_orchestration.locations`: the runs of the demo and of `up`
-are there), checks each over HTTP, prints where they are and the local API keys, and stops
-everything on Ctrl-C (or SIGTERM), or when one of them dies.
+`up` reuses (or first makes) the data and the champion exactly as the demo does, then starts
+MLServer with the champion, the gateway, the monitoring service, the MLflow UI and the
+Dagster UI with every code location, checks each over HTTP, prints where they are and the
+local API keys, and stops everything on Ctrl-C (or SIGTERM), or when one of them dies.
 """
 
 from __future__ import annotations
@@ -17,15 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from payband.home import Home, apply
-from payband.lifecycle import (
-    Pipelines,
-    guarded,
-    migrate_stores,
-    prepare_bundle,
-    prepare_data,
-    prepare_model,
-    quiet_libraries,
-)
+from payband.lifecycle import guarded, migrate_stores, prepare_data, prepare_model, quiet_libraries
 from payband.localkeys import ensure_keys
 from payband.options import CHUNK_SIZE, UpOptions
 from payband.services import (
@@ -42,9 +32,31 @@ from payband.services import (
 from payband.stack import launcher, local_postgres, lock_home
 from payband_local.cluster import LocalPostgres, LocalPostgresError
 from payband_local.process import answers_ok
-from payband_orchestration.instance import WORKSPACE_YAML
 
 __all__ = ["UpOptions", "run_status", "run_up"]
+
+# Dagster code locations: every package that has one.
+CODE_LOCATIONS = {
+    "data": "payband_data.definitions",
+    "training": "payband_training.definitions",
+    "serving": "payband_serving.definitions",
+}
+
+
+def write_workspace(home: Home) -> Any:
+    """Dagster's workspace file naming every code location, and its instance settings with
+    telemetry off (DAGSTER_DISABLE_TELEMETRY only stops the upload, not the collection)."""
+    (home.dagster / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    path = home.dagster / "workspace.yaml"
+    lines = ["load_from:"]
+    for name, module in CODE_LOCATIONS.items():
+        lines += [
+            "  - python_module:",
+            f"      module_name: {module}",
+            f"      location_name: {name}",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def run_up(options: UpOptions, out: Console, err: Console) -> int:
@@ -55,12 +67,8 @@ def run_up(options: UpOptions, out: Console, err: Console) -> int:
         postgres = local_postgres(home, err)
         with postgres:
             apply(home.environment(postgres.databases))
-            with Pipelines(home, postgres.databases, err, "payband up") as pipelines:
-                data = prepare_data(err, pipelines)
-                model = prepare_model(
-                    err, pipelines, data.features_uri, trials=options.trials, timeout_s=None
-                )
-                prepare_bundle(err, pipelines, model)
+            data = prepare_data(err)
+            model = prepare_model(err, data.features_uri, trials=options.trials, timeout_s=None)
             guarded("migrations", migrate_stores)
             keys = ensure_keys(home)
             ports = choose_ports(preferred=True, avoid=frozenset({postgres.port}))
@@ -72,8 +80,7 @@ def run_up(options: UpOptions, out: Console, err: Console) -> int:
                 mlflow_service(ports, home, postgres.databases.mlflow),
             ]
             if options.dagster:
-                # The workspace Pipelines wrote: every code location, loaded by `dagster dev`.
-                services.append(dagster_service(ports, home.dagster / WORKSPACE_YAML))
+                services.append(dagster_service(ports, write_workspace(home)))
             with Stack(home, dict(os.environ)) as stack:
                 for service in services:
                     with err.status(f"starting {service.name} on {service.url}"):

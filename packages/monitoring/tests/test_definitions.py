@@ -73,10 +73,8 @@ def test_one_asset_one_job_and_a_stopped_hourly_schedule(settings) -> None:
     assert callable(defs), "the module's `defs` loads lazily, when Dagster asks for it"
     definitions = build_definitions(settings)
     graph = definitions.resolve_asset_graph()
-    assert graph.materializable_asset_keys == {AssetKey(ASSET)}
+    assert graph.get_all_asset_keys() == {AssetKey(ASSET)}
     assert graph.get(AssetKey(ASSET)).group_name == "monitoring"
-    # Lineage across code locations: the watched champion comes from training's registry.
-    assert graph.get(AssetKey(ASSET)).parent_keys == {AssetKey("salary_band_registration")}
     job = definitions.resolve_job_def(JOB)
     assert job.asset_layer.executable_asset_keys == {AssetKey(ASSET)}
     schedule = definitions.resolve_schedule_def(SCHEDULE)

@@ -30,7 +30,6 @@ from dagster import (
     AssetsDefinition,
     AssetSelection,
     ConfigurableResource,
-    DataVersion,
     Definitions,
     MaterializeResult,
     MetadataValue,
@@ -50,7 +49,6 @@ from pydantic import Field
 
 from payband_data import steps
 from payband_data.settings import DataSettings
-from payband_data.store import parse_uri
 from payband_data.transform import DBT_PROJECT_DIR, dbt_environment, dbt_vars, run_dbt
 
 # Nothing phones home: dagster reads this before uploading usage statistics.
@@ -124,7 +122,7 @@ def _source_assets(source: str, settings: DataSettings) -> list[AssetsDefinition
         group_name="raw",
         description=f"The {source} raw files, committed to the versioned store.",
     )
-    def raw_files(context: AssetExecutionContext, pipeline: DataPipeline) -> MaterializeResult[str]:
+    def raw_files(context: AssetExecutionContext, pipeline: DataPipeline) -> str:
         def progress(state: str, done: int, total: int | None) -> None:
             if total is not None and done == total:
                 context.log.info(f"{state}: {done:,} bytes")
@@ -136,16 +134,14 @@ def _source_assets(source: str, settings: DataSettings) -> list[AssetsDefinition
             states=steps.parse_states(pipeline.states) if source == "pums" else (),
             progress=progress,
         )
-        return MaterializeResult(
-            value=version.uri,
-            # The store's commit: Dagster's data version, so downstream assets know its input.
-            data_version=DataVersion(version.version),
-            metadata={
+        context.add_output_metadata(
+            {
                 "uri": MetadataValue.text(version.uri),
                 "row_count": int(version.metadata["row_count"]),
                 "sha256": version.metadata["sha256"],
-            },
+            }
         )
+        return version.uri
 
     @asset(
         key=AssetKey(["raw", source]),
@@ -156,10 +152,7 @@ def _source_assets(source: str, settings: DataSettings) -> list[AssetsDefinition
     def raw_table(raw_uri: str) -> MaterializeResult:
         with steps.exclusive_build(settings):
             rows = steps.load(raw_uri, settings, source=source)
-        return MaterializeResult(
-            metadata={"uri": MetadataValue.text(raw_uri), "row_count": rows},
-            data_version=DataVersion(parse_uri(raw_uri).version),
-        )
+        return MaterializeResult(metadata={"uri": MetadataValue.text(raw_uri), "row_count": rows})
 
     @asset(
         key=AssetKey(["features_snapshot", source]),
@@ -167,22 +160,20 @@ def _source_assets(source: str, settings: DataSettings) -> list[AssetsDefinition
         group_name="features",
         description=f"The {source} features as parquet, committed to the store with statistics.",
     )
-    def features_snapshot(pipeline: DataPipeline) -> MaterializeResult[str]:
+    def features_snapshot(context: AssetExecutionContext, pipeline: DataPipeline) -> str:
         with steps.exclusive_build(settings):
             version = steps.snapshot(source, pipeline.band_edges, settings)
-        return MaterializeResult(
-            value=version.uri,
-            data_version=DataVersion(version.version),
-            metadata={
+        context.add_output_metadata(
+            {
                 "uri": MetadataValue.text(version.uri),
-                "raw_uri": MetadataValue.text(version.metadata.get("raw_uri", "")),
                 "row_count": int(version.metadata["row_count"]),
                 **{
                     key: MetadataValue.json(json.loads(version.metadata[key]))
                     for key in ("rows_per_band", "rows_per_sex", "rows_per_race")
                 },
-            },
+            }
         )
+        return version.uri
 
     return [raw_files, raw_table, features_snapshot]
 

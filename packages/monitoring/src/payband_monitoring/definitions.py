@@ -19,7 +19,6 @@ from typing import Any
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     ConfigurableResource,
     DefaultScheduleStatus,
     Definitions,
@@ -51,8 +50,6 @@ ASSET = "salary_band_monitoring"
 JOB = "monitor_salary_band"
 SCHEDULE = "monitor_salary_band_hourly"
 HOURLY = "0 * * * *"
-# The training code location's registry asset: the champion whose traffic is watched.
-REGISTRATION = AssetKey("salary_band_registration")
 
 
 class MonitoringRun(ConfigurableResource):
@@ -115,7 +112,6 @@ def build_definitions(
     @asset(
         name=ASSET,
         group_name=GROUP,
-        deps=[REGISTRATION],
         description="One monitoring run as `payband-monitoring run` does it: drift, estimated "
         "and realized performance and fairness of the watched model version on the audit "
         "log's records, stored in the monitoring schema, with the HTML report.",

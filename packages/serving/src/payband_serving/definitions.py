@@ -20,7 +20,6 @@ from pathlib import Path
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
-    AssetKey,
     ConfigurableResource,
     Definitions,
     Failure,
@@ -50,8 +49,6 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 GROUP = "serving"
 JOB = "build_serving_bundle"
-# The training code location's registry asset: the versions a bundle is made of.
-REGISTRATION = AssetKey("salary_band_registration")
 
 
 class ServingRun(ConfigurableResource):
@@ -79,7 +76,6 @@ def build_definitions(settings: ServingSettings | None = None) -> Definitions:
 
     @asset(
         group_name=GROUP,
-        deps=[REGISTRATION],
         description="The deployable bundle of one model version, with a checksummed manifest.",
     )
     def serving_bundle(context: AssetExecutionContext, serving: ServingRun) -> Bundle:
@@ -109,7 +105,6 @@ def build_definitions(settings: ServingSettings | None = None) -> Definitions:
         context.add_output_metadata(
             {
                 "bundle_path": MetadataValue.path(str(bundle.directory)),
-                "model": manifest.model.registered_name or manifest.model.name,
                 "model_version": manifest.model.version,
                 "version_uri": MetadataValue.text(manifest.model.version_uri),
                 "image_tag": MetadataValue.text(bundle.image_tag),

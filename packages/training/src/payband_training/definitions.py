@@ -18,7 +18,6 @@ from typing import Any
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     ConfigurableResource,
     Definitions,
     MetadataValue,
@@ -29,11 +28,10 @@ from dagster import (
 from pydantic import Field
 
 from payband_data.settings import DataSettings
-from payband_data.steps import SOURCES
 from payband_training import gates, pipeline
 from payband_training.features import read_features
 from payband_training.mitigation import METHODS
-from payband_training.registry import Registration, promote_with_override
+from payband_training.registry import Registration
 from payband_training.search import SearchResult
 from payband_training.settings import TrainingSettings
 
@@ -59,14 +57,6 @@ class TrainingRun(ConfigurableResource):
         default=None,
         description="Mitigation methods the search may choose, comma-separated "
         f"({', '.join(METHODS)})",
-    )
-    override_reason: str = Field(
-        default="",
-        description="When the new version fails its gates, make it champion all the same "
-        "through a recorded override with this reason (and override_actor); empty: never",
-    )
-    override_actor: str = Field(
-        default="", description="Who overrides the failed gates, recorded with the reason"
     )
 
     def settings(self, base: TrainingSettings) -> TrainingSettings:
@@ -113,10 +103,6 @@ def _logger(context: AssetExecutionContext) -> pipeline.Progress:
     return progress
 
 
-def _listed(reasons: list[str]) -> MetadataValue:
-    return MetadataValue.md("\n".join(f"- {reason}" for reason in reasons) or "none")
-
-
 def build_definitions(
     settings: TrainingSettings | None = None, data_settings: DataSettings | None = None
 ) -> Definitions:
@@ -124,12 +110,7 @@ def build_definitions(
     base = settings or TrainingSettings()
     data = data_settings or DataSettings()
 
-    @asset(
-        group_name=GROUP,
-        # The data code location's snapshots (the run's source decides which one is read).
-        deps=[AssetKey(["features_snapshot", source]) for source in SOURCES],
-        description="The features split by band, committed to the store.",
-    )
+    @asset(group_name=GROUP, description="The features split by band, committed to the store.")
     def training_split(context: AssetExecutionContext, training: TrainingRun) -> SplitUris:
         run_settings = training.settings(base)
         pipeline.check_databases(run_settings)
@@ -140,7 +121,6 @@ def build_definitions(
         context.add_output_metadata(
             {
                 "features_uri": MetadataValue.text(features.uri),
-                "raw_uri": MetadataValue.text(parts.train_version.metadata.get("raw_uri", "")),
                 "train_uri": MetadataValue.text(parts.train_version.uri),
                 "test_uri": MetadataValue.text(parts.test_version.uri),
                 "train_rows": len(parts.train),
@@ -223,39 +203,19 @@ def build_definitions(
         registration = pipeline.register_model(
             salary_band_model.model, salary_band_study, run_settings, progress=_logger(context)
         )
-        failed = registration.decision.failed
-        metadata: dict[str, Any] = {
-            "model": registration.name,
-            "version": registration.version,
-            "decision": gates.as_tags(registration.decision)[gates.DECISION_TAG],
-            "promoted": registration.promoted,
-            "champion": registration.promoted,
-            "previous_champion": registration.previous_champion or "",
-            "reasons": _listed(registration.decision.reasons),
-            "failed": _listed(failed),
-            "run_id": salary_band_model.run_id,
-        }
-        if not registration.promoted and training.override_reason.strip():
-            # Never a lowered gate: the version stays rejected, and who overrode it and why
-            # is recorded on it (tags, model card) before the alias moves.
-            override = promote_with_override(
-                registration.version,
-                training.override_reason,
-                training.override_actor,
-                run_settings,
-            )
-            context.log.warning(
-                f"registry: version {registration.version} failed the gates "
-                f"({'; '.join(failed)}); champion through a recorded override by "
-                f"{override.actor!r}"
-            )
-            metadata |= {
-                "champion": True,
-                "override_by": override.actor,
-                "override_reason": MetadataValue.text(override.reason),
-                "override_at": MetadataValue.text(override.at.isoformat()),
+        context.add_output_metadata(
+            {
+                "model": registration.name,
+                "version": registration.version,
+                "decision": gates.as_tags(registration.decision)[gates.DECISION_TAG],
+                "promoted": registration.promoted,
+                "previous_champion": registration.previous_champion or "",
+                "reasons": MetadataValue.md(
+                    "\n".join(f"- {reason}" for reason in registration.decision.reasons)
+                ),
+                "run_id": salary_band_model.run_id,
             }
-        context.add_output_metadata(metadata)
+        )
         return registration
 
     assets = [training_split, salary_band_study, salary_band_model, salary_band_registration]
