@@ -21,7 +21,6 @@ from payband_contracts.settings import ContractsSettings
 from payband_data.settings import DataSettings
 from payband_gateway.settings import GatewaySettings
 from payband_monitoring.settings import MonitoringSettings
-from payband_orchestration.locations import LOCATIONS
 from payband_orchestration.settings import OrchestrationSettings
 from payband_serving.settings import ServingSettings
 from payband_training.settings import TrainingSettings
@@ -43,9 +42,8 @@ from tests.deploy_config import (
 
 PROFILES = {"base", "pipelines", "serving"}
 BASE = ["postgres", "minio", "minio-init", "lakefs", "mlflow", "migrate", "migrate-monitoring"]
-# Every code location of payband_orchestration.locations has its code server, dagster-<name>.
-CODE_SERVERS = [f"dagster-{location.name}" for location in LOCATIONS]
-PIPELINES = ["dagster-webserver", "dagster-daemon", *CODE_SERVERS, "dbt-build"]
+PIPELINES = ["dagster-webserver", "dagster-daemon", "dagster-data", "dagster-training"]
+PIPELINES += ["dagster-serving", "dagster-monitoring", "dbt-build"]
 SERVING = ["mlserver", "gateway", "monitoring", "prometheus", "grafana"]
 ONE_SHOTS = {"minio-init", "migrate", "migrate-monitoring", "dbt-build"}
 # The container ports each service listens on (fixed: Prometheus, Grafana, k8s rely on them).
@@ -55,7 +53,10 @@ PORTS = {
     "lakefs": {8000},
     "mlflow": {5000},
     "dagster-webserver": {3000},
-    **{server: {4000} for server in CODE_SERVERS},
+    "dagster-data": {4000},
+    "dagster-training": {4000},
+    "dagster-serving": {4000},
+    "dagster-monitoring": {4000},
     "mlserver": {8080, 8081, 8082},
     "gateway": {8000},
     "monitoring": {8090},
@@ -66,7 +67,7 @@ PORTS = {
 PACKAGES = ["contracts", "data", "training", "serving", "gateway", "audit", "monitoring"]
 PACKAGES += ["orchestration"]
 OUR_IMAGE = re.compile(r"^payband-(?P<package>[a-z]+):\$\{PAYBAND_VERSION:-[0-9][^}]*\}$")
-CODE_LOCATIONS = {location.name: location.module for location in LOCATIONS}
+CODE_LOCATIONS = {"data", "training", "serving", "monitoring"}
 # Servers listen on every interface of their container; only ports bound to 127.0.0.1 reach
 # the host.
 ANY_ADDRESS = "0.0.0.0"  # noqa: S104
@@ -636,14 +637,14 @@ def code_locations(services: dict[str, dict[str, Any]]) -> dict[str, tuple[str, 
 
 def test_code_locations_are_the_code_servers(services: dict[str, dict[str, Any]]) -> None:
     locations = code_locations(services)
-    assert set(locations) == set(CODE_LOCATIONS)
+    assert set(locations) == CODE_LOCATIONS
     for name, (host, port) in locations.items():
         server = services[host]
         args = command(server)
         assert args[:3] == ["dagster", "code-server", "start"], host
         assert option(args, "-p", "--port") == str(port), host
         assert option(args, "-h", "--host") == ANY_ADDRESS, host
-        assert option(args, "-m", "--module-name") == CODE_LOCATIONS[name], host
+        assert option(args, "-m", "--module-name") == f"payband_{name}.definitions", host
         assert server["image"].startswith(f"payband-{name}:"), host
         assert port in exposed(server), host
         assert server["healthcheck"]["test"][-2:] == ["-p", str(port)], host

@@ -20,7 +20,6 @@ from payband_orchestration.instance import (
     instance_environment,
     write_instance,
 )
-from payband_orchestration.locations import LOCATIONS, location
 from payband_orchestration.settings import OrchestrationSettings
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -101,23 +100,6 @@ def test_rewriting_replaces_the_files(tmp_path: Path):
     workspace = yaml.safe_load(files.workspace_yaml.read_text())
     assert [e["grpc_server"]["location_name"] for e in workspace["load_from"]] == ["c"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dagster.yaml", "workspace.yaml"]
-
-
-def test_a_local_workspace_loads_every_code_location_from_its_module(tmp_path: Path):
-    # `dagster dev` on one machine (`payband up`): it starts a code server per module itself.
-    files = write_instance(
-        tmp_path, OrchestrationSettings(code_locations="a=h:1"), from_modules=True
-    )
-    workspace = yaml.safe_load(files.workspace_yaml.read_text())
-    assert workspace["load_from"] == [
-        {"python_module": {"module_name": f"payband_{name}.definitions", "location_name": name}}
-        for name in ("data", "training", "serving", "monitoring")
-    ]
-    names = [known.name for known in LOCATIONS]
-    assert names == ["data", "training", "serving", "monitoring"]
-    assert location("serving").module == "payband_serving.definitions"
-    with pytest.raises(KeyError, match="known: data, training, serving, monitoring"):
-        location("dbt")
 
 
 def test_the_names_written_are_the_classes_dagster_loads(tmp_path: Path):

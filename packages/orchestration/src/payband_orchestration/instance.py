@@ -3,8 +3,7 @@
 - ``dagster.yaml``: run, event log and schedule storage in PostgreSQL (the password stays in
   the environment: Dagster reads ``PAYBAND_ORCHESTRATION_POSTGRES_PASSWORD`` itself), the
   queued run coordinator with its limit, the default run launcher, telemetry off.
-- ``workspace.yaml``: one ``grpc_server`` entry per code location (for `dagster dev` on one
-  machine: one ``python_module`` entry per code location of `payband_orchestration.locations`).
+- ``workspace.yaml``: one ``grpc_server`` entry per code location.
 
 Both are rewritten at every start, so the environment is the one source of truth.
 """
@@ -22,7 +21,6 @@ from typing import Any
 
 import yaml
 
-from payband_orchestration.locations import LOCATIONS
 from payband_orchestration.settings import ENV_PREFIX, OrchestrationSettings
 
 __all__ = [
@@ -95,19 +93,8 @@ def instance_config(settings: OrchestrationSettings) -> dict[str, Any]:
     }
 
 
-def workspace_config(
-    settings: OrchestrationSettings, *, from_modules: bool = False
-) -> dict[str, Any]:
-    """The contents of workspace.yaml: one gRPC code server per code location; with
-    ``from_modules``, every code location's module instead, for `dagster dev` on one machine
-    (it starts a code server per module itself)."""
-    if from_modules:
-        return {
-            "load_from": [
-                {"python_module": {"module_name": location.module, "location_name": location.name}}
-                for location in LOCATIONS
-            ]
-        }
+def workspace_config(settings: OrchestrationSettings) -> dict[str, Any]:
+    """The contents of workspace.yaml: one gRPC code server per code location."""
     return {
         "load_from": [
             {
@@ -122,17 +109,13 @@ def workspace_config(
     }
 
 
-def write_instance(
-    home: Path, settings: OrchestrationSettings, *, from_modules: bool = False
-) -> InstanceFiles:
-    """Write dagster.yaml (mode 600) and workspace.yaml (``from_modules``: see
-    `workspace_config`) into ``home`` (created if missing), each replaced in one step so a
-    process starting meanwhile reads the old or the new file."""
+def write_instance(home: Path, settings: OrchestrationSettings) -> InstanceFiles:
+    """Write dagster.yaml (mode 600) and workspace.yaml into ``home`` (created if missing),
+    each replaced in one step so a process starting meanwhile reads the old or the new file."""
     home.mkdir(parents=True, exist_ok=True)
     files = InstanceFiles(home, home / DAGSTER_YAML, home / WORKSPACE_YAML)
     _write_yaml(files.dagster_yaml, instance_config(settings), mode=0o600)
-    workspace = workspace_config(settings, from_modules=from_modules)
-    _write_yaml(files.workspace_yaml, workspace, mode=0o644)
+    _write_yaml(files.workspace_yaml, workspace_config(settings), mode=0o644)
     return files
 
 

@@ -13,8 +13,6 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from payband_orchestration.locations import LOCATIONS
-
 __all__ = [
     "DEFAULT_CODE_LOCATIONS",
     "ENV_PREFIX",
@@ -25,9 +23,11 @@ __all__ = [
 
 ENV_PREFIX = "PAYBAND_ORCHESTRATION_"
 
-# Every code location's server on this machine, at its port (in the compose file each is
-# `dagster-<name>:4000`).
-DEFAULT_CODE_LOCATIONS = ",".join(f"{loc.name}=127.0.0.1:{loc.port}" for loc in LOCATIONS)
+# The packages with a Dagster code location, one code server each (ports 4000 and up when
+# they share a machine; in the compose file each is `dagster-<name>:4000`).
+DEFAULT_CODE_LOCATIONS = (
+    "data=127.0.0.1:4000,training=127.0.0.1:4001,serving=127.0.0.1:4002,monitoring=127.0.0.1:4003"
+)
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
